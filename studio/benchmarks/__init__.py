@@ -1,0 +1,1 @@
+"""Rerunnable benchmarks; figures in the docs come from these, never from timed tests."""

@@ -1,0 +1,427 @@
+"""Per-row checks of R1 reasoning data -> a report with stable issue codes; fixes; export.
+
+The codes are a contract (CLI JSON, UI, tests): add new ones, never rename. Each code has a severity
+(errors drop the row from training, warnings do not) and a one-line reason it matters for R1.
+"""
+
+from __future__ import annotations
+
+import bisect
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from studio.config import DEFAULT_MAX_LENGTH, FOREIGN_THINK_TAGS, THINK_CLOSE, THINK_OPEN
+from studio.records import Dataset, Record, dumps_jsonl, paused_gc
+
+ERROR, WARNING = "error", "warning"
+
+
+@dataclass(frozen=True)
+class CodeInfo:
+    severity: str
+    why: str  # why it matters for an R1 fine-tune, one line for the UI
+
+
+CODES: dict[str, CodeInfo] = {
+    "parse_error": CodeInfo(ERROR, "The row cannot be read, so it cannot be trained on."),
+    "unknown_format": CodeInfo(ERROR, "No prompt/reply could be found in the row's fields."),
+    "empty_prompt": CodeInfo(ERROR, "A reply to an empty question teaches the model nothing useful."),
+    "empty_response": CodeInfo(ERROR, "There is nothing to learn from an empty reply."),
+    "missing_think": CodeInfo(ERROR, "Without <think> reasoning the fine-tune unlearns R1's chain of thought."),
+    "unclosed_think": CodeInfo(ERROR, "The reasoning never ends, so the model learns to never answer."),
+    "nested_think": CodeInfo(ERROR, "<think> inside <think> is not R1's format and confuses the model."),
+    "empty_answer": CodeInfo(ERROR, "Reasoning with no answer after </think> teaches the model to stop there."),
+    "bad_roles": CodeInfo(ERROR, "Turns must alternate user/assistant and end with the assistant."),
+    "unopened_think": CodeInfo(WARNING, "Raw R1 output lacks the opening <think>; repairable by adding it."),
+    "multiple_think": CodeInfo(WARNING, "R1 reasons once per reply; several blocks are trained as answer text."),
+    "empty_think": CodeInfo(WARNING, "Empty reasoning teaches the model to skip thinking."),
+    "think_outside_assistant": CodeInfo(WARNING, "Think tags in a user/system turn are usually pasted by mistake."),
+    "foreign_think_tags": CodeInfo(WARNING, "Reasoning in other tags is not seen as reasoning; convertible to <think>."),
+    "duplicate": CodeInfo(WARNING, "Repeated rows weigh double and leak between train and eval splits."),
+    "truncated": CodeInfo(WARNING, "Training cuts the text at max_length; the cut part is never learned."),
+}
+
+
+@dataclass
+class Issue:
+    row: int
+    code: str
+    severity: str
+    message: str
+
+    def to_dict(self) -> dict:
+        return {"row": self.row, "code": self.code, "severity": self.severity, "message": self.message}
+
+
+@dataclass
+class LengthStats:
+    max_length: int
+    lengths: dict[int, int] = field(repr=False)  # row number -> tokens, rows without errors only
+    reasoning_tokens: dict[int, int] = field(repr=False)
+
+    def summary(self, bins: int = 20) -> dict:
+        values = sorted(self.lengths.values())
+        if not values:
+            return {"count": 0, "max_length": self.max_length}
+
+        def percentile(fraction: float) -> int:
+            return values[min(len(values) - 1, int(fraction * len(values)))]
+
+        top = max(values[-1], self.max_length)
+        width = max(1, -(-top // bins))
+        edges = [width * index for index in range(bins + 1)]
+        counts = [bisect.bisect_left(values, edges[i + 1]) - bisect.bisect_left(values, edges[i])
+                  for i in range(bins)]
+        counts[-1] += len(values) - bisect.bisect_left(values, edges[-1])
+        return {
+            "count": len(values), "max_length": self.max_length,
+            "min": values[0], "mean": round(sum(values) / len(values), 1),
+            "p50": percentile(0.5), "p90": percentile(0.9), "p95": percentile(0.95), "p99": percentile(0.99),
+            "max": values[-1], "over_max_length": len(values) - bisect.bisect_right(values, self.max_length),
+            "histogram": {"edges": edges, "counts": counts},
+        }
+
+
+@dataclass
+class Report:
+    dataset: Dataset
+    issues: list[Issue]
+    lengths: LengthStats | None = None
+
+    @property
+    def rows(self) -> int:
+        return len(self.dataset.records)
+
+    @property
+    def error_rows(self) -> set[int]:
+        return {issue.row for issue in self.issues if issue.severity == ERROR}
+
+    @property
+    def valid_rows(self) -> int:
+        return self.rows - len(self.error_rows)
+
+    @property
+    def summary(self) -> dict[str, int]:
+        counts = Counter(issue.code for issue in self.issues)
+        return {code: counts[code] for code in CODES if counts[code]}
+
+    def issues_by_row(self) -> dict[int, list[Issue]]:
+        grouped: dict[int, list[Issue]] = {}
+        for issue in self.issues:
+            grouped.setdefault(issue.row, []).append(issue)
+        return grouped
+
+    def to_json(self) -> dict:
+        return {
+            "path": self.dataset.source,
+            "format": self.dataset.format,
+            "rows": self.rows,
+            "valid_rows": self.valid_rows,
+            "summary": self.summary,
+            "issues": [issue.to_dict() for issue in self.issues],
+            "lengths": self.lengths.summary() if self.lengths else None,
+        }
+
+
+# --------------------------------------------------------------------------------------------------
+# Row checks
+
+_TAG = re.compile(r"</?think>")
+
+
+def _check_reply(reply: str, where: str) -> list[tuple[str, str]]:
+    """Think-tag checks of the final assistant reply."""
+    found = []
+    tags = [(match.group(), match.start(), match.end()) for match in _TAG.finditer(reply)]
+    if not tags:
+        foreign = next((pair for pair in FOREIGN_THINK_TAGS if pair[0] in reply or pair[1] in reply), None)
+        if foreign:
+            return [("foreign_think_tags",
+                     f"{where}: the reasoning is in {foreign[0]}…{foreign[1]} instead of <think>…</think>; "
+                     "apply the 'convert foreign tags' fix")]
+        return [("missing_think",
+                 f"{where}: the assistant reply has no <think>…</think> reasoning; add the chain of thought "
+                 "or drop the row")]
+    depth = deepest = blocks = 0
+    unopened = False
+    reasoning_start = reasoning_end = None
+    for tag, start, end in tags:
+        if tag == THINK_OPEN:
+            depth += 1
+            deepest = max(deepest, depth)
+            if depth == 1 and reasoning_start is None:
+                reasoning_start = end
+        elif depth == 0:
+            unopened = True  # a </think> with no <think> before it: raw R1 output
+            if reasoning_end is None:
+                reasoning_start, reasoning_end = 0, start
+            blocks += 1
+        else:
+            depth -= 1
+            if depth == 0:
+                blocks += 1
+                if reasoning_end is None:
+                    reasoning_end = start
+    if deepest > 1:
+        found.append(("nested_think", f"{where}: <think> opens again inside an open <think>; "
+                                      "keep one flat <think>…</think> block"))
+    if depth > 0:
+        found.append(("unclosed_think", f"{where}: <think> is opened {depth} more time(s) than closed; "
+                                        "add </think> where the reasoning ends, or drop the row"))
+        return found
+    if unopened:
+        found.append(("unopened_think", f"{where}: </think> appears without an opening <think>; "
+                                        "apply the 'repair <think>' fix to add it at the start"))
+    if blocks > 1:
+        found.append(("multiple_think", f"{where}: {blocks} reasoning blocks; R1 replies reason once — "
+                                        "merge them into one <think>…</think>"))
+    if reasoning_end is not None and not reply[reasoning_start:reasoning_end].strip():
+        found.append(("empty_think", f"{where}: the <think>…</think> block is empty; add the reasoning "
+                                     "or drop the row"))
+    last_close = reply.rfind(THINK_CLOSE)
+    if last_close >= 0 and not reply[last_close + len(THINK_CLOSE):].strip():
+        found.append(("empty_answer", f"{where}: nothing follows </think>; add the final answer after "
+                                      "the reasoning or drop the row"))
+    return found
+
+
+def _check_roles(messages: list[tuple[str, str]], label: str) -> str | None:
+    roles = [role for role, _ in messages]
+    unknown = sorted({role for role in roles if role not in ("system", "user", "assistant")})
+    if unknown:
+        return f"{label}: unknown role(s) {', '.join(map(repr, unknown))}; use system, user or assistant"
+    body = roles[1:] if roles and roles[0] == "system" else roles
+    if "system" in body:
+        return f"{label}: a system turn may only come first (turn {body.index('system') + 1 + len(roles) - len(body)})"
+    if not body:
+        return f"{label}: no user or assistant turn"
+    for index, role in enumerate(body):
+        expected = "user" if index % 2 == 0 else "assistant"
+        if role != expected:
+            turn = index + 1 + len(roles) - len(body)
+            return f"{label}: turn {turn} is {role!r} where {expected!r} was expected; turns must alternate user/assistant"
+    if body[-1] != "assistant":
+        return f"{label}: the conversation ends with the user; it must end with the assistant's reply"
+    return None
+
+
+def _clean_single_turn(messages: list[tuple[str, str]]) -> bool:
+    """Fast path for the common row: one user turn, one reply with one well-formed think block."""
+    if len(messages) != 2 or messages[0][0] != "user" or messages[1][0] != "assistant":
+        return False
+    prompt, reply = messages[0][1], messages[1][1]
+    opened, closed = reply.find(THINK_OPEN), reply.find(THINK_CLOSE)
+    return (0 <= opened < closed and reply.count("<think>") == 1 and reply.count("</think>") == 1
+            and not prompt.isspace() and prompt != "" and "think>" not in prompt
+            and not reply[opened + 7:closed].isspace() and opened + 7 != closed
+            and not reply[closed + 8:].isspace() and closed + 8 != len(reply))
+
+
+def check_record(record: Record, label: str) -> list[tuple[str, str]]:
+    """(code, message) pairs for one record; empty when the row is clean."""
+    where = f"{label} {record.number}"
+    if record.problem:
+        return [record.problem]
+    messages = record.messages
+    if _clean_single_turn(messages):
+        return []
+    found = []
+    roles_problem = _check_roles(messages, where)
+    if roles_problem:
+        found.append(("bad_roles", roles_problem))
+    for turn, (role, content) in enumerate(messages, 1):
+        if role in ("user", "system") and (THINK_OPEN in content or THINK_CLOSE in content):
+            found.append(("think_outside_assistant",
+                          f"{where}, turn {turn} ({role}): contains think tags; reasoning belongs in the "
+                          "assistant reply — remove the tags from this turn"))
+    users = [content for role, content in messages if role == "user"]
+    if any(not content.strip() for content in users) or not users:
+        found.append(("empty_prompt", f"{where}: the user prompt is empty; write the question or drop the row"))
+    replies = [content for role, content in messages if role == "assistant"]
+    if replies and messages[-1][0] == "assistant":
+        reply = replies[-1]
+        if not reply.strip():
+            found.append(("empty_response", f"{where}: the assistant reply is empty; write it or drop the row"))
+        else:
+            found.extend(_check_reply(reply, f"{where}, assistant reply"))
+    elif not replies and not roles_problem:
+        found.append(("empty_response", f"{where}: there is no assistant reply to train on"))
+    return found
+
+
+def check_dataset(
+    dataset: Dataset,
+    *,
+    tokenizer=None,
+    max_length: int = DEFAULT_MAX_LENGTH,
+    progress: Callable[[float, str], None] | None = None,
+) -> Report:
+    """Check every row; with a tokenizer also measure lengths and flag truncation."""
+    with paused_gc():
+        report = _check_rows(dataset, progress if tokenizer is None else None)
+    if tokenizer is not None:
+        report.lengths = measure_lengths(report, tokenizer, max_length, progress)
+    report.issues.sort(key=lambda issue: issue.row)  # stable: per-row order of codes is kept
+    return report
+
+
+def _check_rows(dataset: Dataset, progress) -> Report:
+    label = dataset.row_label()
+    issues: list[Issue] = []
+    add = issues.append
+    seen: dict[tuple, int] = {}
+    records = dataset.records
+    step = max(1, len(records) // 50)
+    for index, record in enumerate(records):
+        if progress and index % step == 0:
+            progress(index / len(records), "Checking rows")
+        messages = record.messages
+        if record.problem is not None or not _clean_single_turn(messages):
+            for code, message in check_record(record, label):
+                add(Issue(record.number, code, CODES[code].severity, message))
+        if record.problem is None:
+            key = tuple(messages)
+            first = seen.setdefault(key, record.number)
+            if first != record.number:
+                add(Issue(record.number, "duplicate", WARNING,
+                          f"{label} {record.number}: same prompt and reply as {label} {first}; "
+                          "apply 'drop duplicates' to keep the first"))
+    return Report(dataset, issues)
+
+
+# --------------------------------------------------------------------------------------------------
+# Token lengths
+
+
+def measure_lengths(report: Report, tokenizer, max_length: int,
+                    progress: Callable[[float, str], None] | None = None, batch: int = 1000) -> LengthStats:
+    """Tokenize the rows that have no error exactly as training will, flag those over max_length."""
+    from studio.template import encode_examples
+
+    errors = report.error_rows
+    label = report.dataset.row_label()
+    todo = [record for record in report.dataset.records if record.number not in errors]
+    stats = LengthStats(max_length, {}, {})
+    for start in range(0, len(todo), batch):
+        if progress:
+            progress(start / max(1, len(todo)), "Measuring token lengths")
+        chunk = todo[start:start + batch]
+        conversations = [trainable_messages(record.messages) for record in chunk]
+        for record, example in zip(chunk, encode_examples(tokenizer, conversations)):
+            total = len(example)
+            stats.lengths[record.number] = total
+            stats.reasoning_tokens[record.number] = example.reasoning_end - example.prompt_tokens
+            if total > max_length:
+                if max_length <= example.prompt_tokens:
+                    where = "inside the prompt: nothing of the reply would be trained"
+                elif max_length < example.reasoning_end:
+                    where = "inside the reasoning: the rest of it and the whole answer would be lost"
+                else:
+                    where = "inside the answer: its end would be lost"
+                report.issues.append(Issue(
+                    record.number, "truncated", WARNING,
+                    f"{label} {record.number}: {total} tokens, over max_length {max_length}; the cut falls "
+                    f"{where}. Raise max_length to at least {total} or drop the row"))
+    return stats
+
+
+# --------------------------------------------------------------------------------------------------
+# Fixes and export
+
+FIXES = {
+    "convert_foreign": "Convert other reasoning tags (e.g. <|begin_of_thought|>) to <think>…</think>",
+    "repair_unopened": "Add the missing opening <think> where only </think> is present",
+    "drop_errors": "Drop rows that still have an error",
+    "drop_duplicates": "Drop repeated rows, keeping the first",
+    "drop_truncated": "Drop rows longer than max_length",
+}
+
+
+def repair_reply(reply: str, convert_foreign: bool = True, repair_unopened: bool = True) -> str:
+    """The reply with repairable tag problems fixed; unchanged when there is nothing to repair."""
+    if convert_foreign and THINK_OPEN not in reply and THINK_CLOSE not in reply:
+        for opening, closing in FOREIGN_THINK_TAGS:
+            if opening in reply or closing in reply:
+                reply = reply.replace(opening, THINK_OPEN).replace(closing, THINK_CLOSE)
+                break
+    if repair_unopened:
+        first_close, first_open = reply.find(THINK_CLOSE), reply.find(THINK_OPEN)
+        if first_close >= 0 and (first_open < 0 or first_open > first_close):
+            reply = f"{THINK_OPEN}\n{reply.lstrip()}"
+    return reply
+
+
+def trainable_messages(messages: list[tuple[str, str]]) -> list[dict]:
+    """Messages as training uses them: dicts, with the last reply's repairable tags repaired."""
+    out = [{"role": role, "content": content} for role, content in messages]
+    if out and out[-1]["role"] == "assistant":
+        out[-1]["content"] = repair_reply(out[-1]["content"])
+    return out
+
+
+@dataclass
+class FixResult:
+    dataset: Dataset
+    report: Report
+    changed: Counter  # fix name -> rows affected
+
+
+def apply_fixes(report: Report, fixes: set[str], *, tokenizer=None,
+                max_length: int = DEFAULT_MAX_LENGTH) -> FixResult:
+    """Apply the chosen fixes, then check the result again. The input dataset is left untouched."""
+    unknown = set(fixes) - set(FIXES)
+    if unknown:
+        raise ValueError(f"unknown fix(es) {', '.join(sorted(unknown))}; choose from {', '.join(FIXES)}")
+    changed: Counter = Counter()
+    source = report.dataset
+    records = []
+    for record in source.records:
+        messages = record.messages
+        if not record.problem and messages and messages[-1][0] == "assistant":
+            reply = messages[-1][1]
+            converted = repair_reply(reply, "convert_foreign" in fixes, False)
+            repaired = repair_reply(converted, False, "repair_unopened" in fixes)
+            changed["convert_foreign"] += converted != reply
+            changed["repair_unopened"] += repaired != converted
+            if repaired != reply:
+                messages = messages[:-1] + [("assistant", repaired)]
+        records.append(Record(record.number, messages, record.problem))
+    fixed = Dataset(source.source, source.kind, source.mapping, records)
+    recheck = check_dataset(fixed, tokenizer=tokenizer, max_length=max_length)
+    drop: set[int] = set()
+    if "drop_errors" in fixes:
+        drop |= recheck.error_rows
+        changed["drop_errors"] = len(recheck.error_rows)
+    for code, fix in (("duplicate", "drop_duplicates"), ("truncated", "drop_truncated")):
+        if fix in fixes:
+            rows = {issue.row for issue in recheck.issues if issue.code == code} - drop
+            drop |= rows
+            changed[fix] = len(rows)
+    if drop:
+        fixed = Dataset(source.source, source.kind, source.mapping,
+                        [record for record in records if record.number not in drop])
+        recheck = check_dataset(fixed, tokenizer=tokenizer, max_length=max_length)
+    return FixResult(fixed, recheck, changed)
+
+
+EXPORT_STYLES = ("conversation", "messages")
+
+
+def export_jsonl(dataset: Dataset, path: str | Path | None = None, style: str = "conversation") -> tuple[bytes, int]:
+    """The dataset as JSON Lines in the seed `conversation` or OpenAI `messages` layout.
+
+    Returns (bytes, rows left out): rows that could not be read have no messages to write.
+    """
+    if style not in EXPORT_STYLES:
+        raise ValueError(f"unknown export style {style!r}; choose {' or '.join(EXPORT_STYLES)}")
+    rows = [
+        {style: [{"role": role, "content": content} for role, content in record.messages]}
+        for record in dataset.records if not record.problem
+    ]
+    data = dumps_jsonl(rows)
+    if path is not None:
+        Path(path).write_bytes(data)
+    return data, len(dataset.records) - len(rows)

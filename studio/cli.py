@@ -1,0 +1,116 @@
+"""The command line. Its flags, JSON fields and exit codes are a contract scripts depend on.
+
+    python -m studio validate PATH [--model MODEL] [--max-length N] [--no-lengths] [--json]
+        exit 0: no row has an error (warnings allowed); 1: some row has one; 2: unreadable input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from studio.config import DEFAULT_MAX_LENGTH, DEFAULT_MODEL
+
+EXIT_OK, EXIT_ROW_ERRORS, EXIT_UNREADABLE = 0, 1, 2
+
+
+def _mapping_arg(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key or not value:
+        raise argparse.ArgumentTypeError(f"expected FIELD=NAME (e.g. prompt=question), got {text!r}")
+    return key.strip(), value.strip()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m studio", description="R1 LoRA Studio command line")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    validate = commands.add_parser("validate", help="check an R1 reasoning dataset")
+    validate.add_argument("path", help="a .jsonl/.json/.csv/.parquet file or a Hub dataset id (owner/name[:split])")
+    validate.add_argument("--model", default=DEFAULT_MODEL,
+                          help="whose tokenizer measures lengths: demo, a model folder or a Hub id (default: demo)")
+    validate.add_argument("--max-length", type=int, default=DEFAULT_MAX_LENGTH,
+                          help=f"training max length in tokens (default {DEFAULT_MAX_LENGTH})")
+    validate.add_argument("--no-lengths", action="store_true", help="skip tokenization")
+    validate.add_argument("--json", action="store_true", help="print one JSON object")
+    validate.add_argument("--format", help="force the format instead of detecting it")
+    validate.add_argument("--field", action="append", type=_mapping_arg, default=[], metavar="FIELD=NAME",
+                          help="override a field of the mapping, e.g. prompt=question (repeatable)")
+    validate.set_defaults(handler=run_validate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.handler(args)
+
+
+def _fail(args, message: str, code: int) -> int:
+    if getattr(args, "json", False):
+        print(json.dumps({"path": getattr(args, "path", None), "error": message}, ensure_ascii=False))
+    else:
+        print(f"error: {message}", file=sys.stderr)
+    return code
+
+
+def run_validate(args) -> int:
+    from studio.checks import check_dataset
+    from studio.models import ModelNotFound, load_tokenizer
+    from studio.records import DatasetUnreadable, load_dataset, parse_mapping_overrides, read_raw_rows
+
+    if args.max_length < 1:
+        return _fail(args, f"--max-length must be a positive number of tokens, got {args.max_length}", 2)
+    try:
+        mapping = None
+        if args.format or args.field:
+            from studio.records import detect_mapping
+            _, raw = read_raw_rows(args.path)
+            detected = detect_mapping([row for _, row, _ in raw if isinstance(row, dict)])
+            mapping = parse_mapping_overrides(detected, {"format": args.format, **dict(args.field)})
+        dataset = load_dataset(args.path, mapping)
+    except DatasetUnreadable as error:
+        return _fail(args, str(error), EXIT_UNREADABLE)
+    except ValueError as error:
+        return _fail(args, str(error), EXIT_UNREADABLE)
+    tokenizer = None
+    if not args.no_lengths:
+        try:
+            tokenizer = load_tokenizer(args.model)
+        except ModelNotFound as error:
+            return _fail(args, f"{error} (or pass --no-lengths to skip token lengths)", EXIT_UNREADABLE)
+    report = check_dataset(dataset, tokenizer=tokenizer, max_length=args.max_length)
+    if args.json:
+        print(json.dumps(report.to_json(), ensure_ascii=False))
+    else:
+        print(format_report(report))
+    return EXIT_ROW_ERRORS if report.error_rows else EXIT_OK
+
+
+def format_report(report, limit: int = 20) -> str:
+    """A terminal summary: format, counts per code with why it matters, the first problem rows."""
+    from studio.checks import CODES
+
+    data = report.to_json()
+    lines = [
+        f"{data['path']}",
+        f"  format: {data['format']}" + (f"  ({report.dataset.mapping.describe()})" if report.dataset.mapping else ""),
+        f"  rows: {data['rows']}   valid (no error): {data['valid_rows']}   "
+        f"with errors: {data['rows'] - data['valid_rows']}",
+    ]
+    if data["summary"]:
+        lines.append("  issues:")
+        for code, count in data["summary"].items():
+            info = CODES[code]
+            lines.append(f"    {code:<24} {count:>7}  {info.severity:<7}  {info.why}")
+    else:
+        lines.append("  no issues found")
+    lengths = data["lengths"]
+    if lengths and lengths.get("count"):
+        lines.append(
+            f"  tokens: p50 {lengths['p50']}  p90 {lengths['p90']}  p99 {lengths['p99']}  max {lengths['max']}  "
+            f"over max_length {lengths['max_length']}: {lengths['over_max_length']}")
+    if report.issues:
+        lines.append(f"  first {min(limit, len(report.issues))} of {len(report.issues)} issues:")
+        lines.extend(f"    [{issue.severity}] {issue.code}: {issue.message}" for issue in report.issues[:limit])
+    return "\n".join(lines)

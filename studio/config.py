@@ -1,0 +1,44 @@
+"""Every default of the studio, held once.
+
+The seed advice for R1-Distill fine-tunes lives here: long max length (reasoning runs thousands of
+tokens), lr 1e-4 for LoRA and 2e-4 for QLoRA, bf16 rather than fp16, sampling temperature 0.6.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+ASSETS_DIR = PROJECT_ROOT / "assets"
+DEMO_MODEL_DIR = ASSETS_DIR / "demo-model"
+SAMPLES_DIR = ASSETS_DIR / "samples"
+
+DEMO_MODEL = "demo"
+DEFAULT_MODEL = DEMO_MODEL
+# The bases the studio is made for; both go through the same code path as the demo model.
+KNOWN_MODELS = {
+    DEMO_MODEL: "Embedded R1-style demo model (tiny Qwen2, runs on CPU)",
+    "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B": "R1-Distill Qwen 7B (Qwen2 architecture)",
+    "deepseek-ai/DeepSeek-R1-Distill-Llama-8B": "R1-Distill Llama 8B (Llama architecture)",
+}
+
+DEFAULT_MAX_LENGTH = 4096
+
+# Sampling, as DeepSeek recommends for R1 models.
+DEFAULT_TEMPERATURE = 0.6
+DEFAULT_TOP_P = 0.95
+
+THINK_OPEN = "<think>"
+THINK_CLOSE = "</think>"
+# Reasoning delimiters other tools emit that the studio can convert to <think>…</think>.
+FOREIGN_THINK_TAGS = (
+    ("<|begin_of_thought|>", "<|end_of_thought|>"),
+    ("<thinking>", "</thinking>"),
+    ("<reasoning>", "</reasoning>"),
+)
+
+SAMPLE_DATASETS = {
+    "demo-train.jsonl": "Demo fine-tuning set: teaches the demo model to box its final answer",
+    "clean-sample.jsonl": "A clean R1 dataset (no errors)",
+    "broken-sample.jsonl": "A broken dataset that trips every check",
+}
