@@ -55,31 +55,17 @@ def _fail(args, message: str, code: int) -> int:
 
 
 def run_validate(args) -> int:
-    from studio.checks import check_dataset
-    from studio.models import ModelNotFound, load_tokenizer
-    from studio.records import DatasetUnreadable, load_dataset, parse_mapping_overrides, read_raw_rows
+    from studio.models import ModelNotFound
+    from studio.records import DatasetUnreadable
+    from studio.validate import validate
 
-    if args.max_length < 1:
-        return _fail(args, f"--max-length must be a positive number of tokens, got {args.max_length}", 2)
     try:
-        mapping = None
-        if args.format or args.field:
-            from studio.records import detect_mapping
-            _, raw = read_raw_rows(args.path)
-            detected = detect_mapping([row for _, row, _ in raw if isinstance(row, dict)])
-            mapping = parse_mapping_overrides(detected, {"format": args.format, **dict(args.field)})
-        dataset = load_dataset(args.path, mapping)
-    except DatasetUnreadable as error:
+        report = validate(args.path, model=args.model, max_length=args.max_length, lengths=not args.no_lengths,
+                          overrides={"format": args.format, **dict(args.field)})
+    except (DatasetUnreadable, ValueError) as error:
         return _fail(args, str(error), EXIT_UNREADABLE)
-    except ValueError as error:
-        return _fail(args, str(error), EXIT_UNREADABLE)
-    tokenizer = None
-    if not args.no_lengths:
-        try:
-            tokenizer = load_tokenizer(args.model)
-        except ModelNotFound as error:
-            return _fail(args, f"{error} (or pass --no-lengths to skip token lengths)", EXIT_UNREADABLE)
-    report = check_dataset(dataset, tokenizer=tokenizer, max_length=args.max_length)
+    except ModelNotFound as error:
+        return _fail(args, f"{error} (or pass --no-lengths to skip token lengths)", EXIT_UNREADABLE)
     if args.json:
         print(json.dumps(report.to_json(), ensure_ascii=False))
     else:

@@ -6,12 +6,17 @@ tokens), lr 1e-4 for LoRA and 2e-4 for QLoRA, bf16 rather than fp16, sampling te
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 ASSETS_DIR = PROJECT_ROOT / "assets"
 DEMO_MODEL_DIR = ASSETS_DIR / "demo-model"
 SAMPLES_DIR = ASSETS_DIR / "samples"
+# Where the studio writes: run folders and cleaned datasets. Survives restarts; set STUDIO_HOME to move it.
+STUDIO_HOME = Path(os.environ.get("STUDIO_HOME", PROJECT_ROOT / "workspace")).expanduser()
+RUNS_DIR = STUDIO_HOME / "runs"
+DATASETS_DIR = STUDIO_HOME / "datasets"
 
 DEMO_MODEL = "demo"
 DEFAULT_MODEL = DEMO_MODEL
@@ -42,3 +47,8 @@ SAMPLE_DATASETS = {
     "clean-sample.jsonl": "A clean R1 dataset (no errors)",
     "broken-sample.jsonl": "A broken dataset that trips every check",
 }
+
+
+def on_space() -> bool:
+    """Running as a Hugging Face Space (public visitors: no local paths, limits shown)."""
+    return bool(os.environ.get("SPACE_ID"))

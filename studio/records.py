@@ -85,6 +85,13 @@ class Dataset:
     kind: str  # jsonl | json | csv | parquet | hub
     mapping: FieldMapping | None
     records: list[Record]
+    _by_number: dict[int, Record] | None = field(default=None, repr=False, compare=False)
+
+    def record(self, number: int) -> Record:
+        """The record with this row number (KeyError when there is none)."""
+        if self._by_number is None:
+            self._by_number = {record.number: record for record in self.records}
+        return self._by_number[number]
 
     @property
     def format(self) -> str:
@@ -133,7 +140,7 @@ def read_raw_rows(source: str) -> tuple[str, list[tuple[int, object, str | None]
             raise
         except (OSError, UnicodeDecodeError) as error:
             raise DatasetUnreadable(f"{path}: cannot read the file ({error}).") from None
-    if _looks_like_hub_id(source):
+    if looks_like_hub_id(source):
         return "hub", _read_hub(source)
     raise DatasetUnreadable(
         f"{source}: no such file, and not a Hub dataset id (owner/name). Check the path."
@@ -239,7 +246,7 @@ def _read_parquet(path: Path):
 _HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+(:[\w.-]+)?$")
 
 
-def _looks_like_hub_id(source: str) -> bool:
+def looks_like_hub_id(source: str) -> bool:
     return bool(_HUB_ID.match(source)) and not source.endswith(FILE_SUFFIXES)
 
 

@@ -1,0 +1,147 @@
+"""Data tab: load a dataset, see what is wrong and where, fix, download; hands the cleaned set on."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from studio import dataview
+from studio.checks import EXPORT_STYLES, FIXES
+from studio.config import DEFAULT_MAX_LENGTH, DEFAULT_MODEL, KNOWN_MODELS, SAMPLE_DATASETS, SAMPLES_DIR
+from studio.config import on_space
+from studio.records import FORMATS, looks_like_hub_id
+from studio.ui.layout import core_progress, user_errors
+from studio.validate import fix_and_save, validate
+
+DEFAULT_FIXES = ["convert_foreign", "repair_unopened", "drop_errors", "drop_duplicates"]
+MAPPING_FIELDS = ("prompt", "response", "reasoning", "turns")
+
+
+@user_errors
+def check(source, model, max_length, measure, form, *fields, progress=gr.Progress()):
+    if not source:
+        raise gr.Error("Choose a file to check: upload one, pick a sample, or type a Hub dataset id.")
+    overrides = {"format": form, **dict(zip(MAPPING_FIELDS, fields))}
+    report = validate(source, model=model, max_length=int(max_length), lengths=measure, overrides=overrides,
+                      progress=core_progress(progress))
+    return show(report, source)
+
+
+def show(report, source):
+    histogram = dataview.histogram_frame(report)
+    first_problem = report.issues[0].row if report.issues else report.dataset.records[0].number
+    return (
+        report,
+        source,
+        dataview.overview_markdown(report),
+        dataview.summary_frame(report),
+        gr.Dropdown(choices=dataview.code_choices(report), value=dataview.ALL_CODES),
+        dataview.problem_frame(report),
+        gr.BarPlot(value=histogram, sort=list(histogram["tokens"]), visible=report.lengths is not None),
+        first_problem,
+        dataview.row_preview_markdown(report, first_problem),
+        gr.Group(visible=True),
+    )
+
+
+@user_errors
+def apply(report, fixes, style, model, max_length):
+    if report is None:
+        raise gr.Error("Check a dataset first.")
+    result, path = fix_and_save(report, set(fixes), style=style, model=model, max_length=int(max_length))
+    changed = ", ".join(f"{name.replace('_', ' ')}: {count}" for name, count in result.changed.items() if count)
+    kept = len(result.dataset.records)
+    left = result.report.summary
+    message = (f"**Cleaned:** {kept:,} of {report.rows:,} rows kept ({changed or 'nothing to change'}). "
+               f"Saved as `{path.name}` — the Train tab uses it by default. "
+               + ("Remaining: " + ", ".join(f"{code} {count}" for code, count in left.items())
+                  if left else "No issues remain."))
+    return str(path), gr.DownloadButton(value=str(path), visible=True), message
+
+
+def check_typed_source(source, *settings, progress=gr.Progress()):
+    """A Hub id, or on the studio's own machine also a file path (never on a public Space)."""
+    source = (source or "").strip()
+    if on_space() and source and not looks_like_hub_id(source):
+        raise gr.Error("On a Space only Hub dataset ids (owner/name) can be typed here; upload files instead.")
+    return check(source, *settings, progress=progress)
+
+
+def preview_selected(report, event: gr.SelectData):
+    row = event.row_value[0]
+    return row, dataview.row_preview_markdown(report, row)
+
+
+def filter_problems(report, code):
+    return dataview.problem_frame(report, code) if report else None
+
+
+def pick_sample(name):
+    return str(SAMPLES_DIR / name) if name else None
+
+
+def build(cleaned_dataset: gr.State) -> None:
+    """The Data tab's widgets; `cleaned_dataset` receives the path of the cleaned set."""
+    report_state = gr.State(None)
+    source_state = gr.State(None)
+    with gr.Row():
+        with gr.Column(scale=2):
+            upload = gr.File(label="Upload a dataset (.jsonl, .json, .csv, .parquet)", type="filepath",
+                             file_types=[".jsonl", ".json", ".csv", ".parquet"], elem_id="data-upload")
+            with gr.Row():
+                sample = gr.Dropdown(choices=[(f"{name} — {about}", name) for name, about in SAMPLE_DATASETS.items()],
+                                     value=None, label="…or a bundled sample", elem_id="data-sample")
+                hub_id = gr.Textbox(label="…or a Hub dataset id (or a path on this machine)",
+                                    placeholder="owner/name[:split] — press Enter",
+                                    elem_id="data-hub-id")
+        with gr.Column(scale=1):
+            model = gr.Dropdown(choices=list(KNOWN_MODELS), value=DEFAULT_MODEL, allow_custom_value=True,
+                                label="Tokenizer of model", elem_id="data-model",
+                                info="Lengths are measured with this model's tokenizer (a folder or Hub id works too).")
+            max_length = gr.Number(value=DEFAULT_MAX_LENGTH, precision=0, minimum=1, label="max_length (tokens)",
+                                   elem_id="data-max-length",
+                                   info="R1 reasoning runs long: keep ≥ 4096 so the chain of thought is not cut.")
+            measure = gr.Checkbox(value=True, label="Measure token lengths", elem_id="data-measure")
+            recheck = gr.Button("Check again", variant="primary", elem_id="data-check")
+    with gr.Accordion("Field mapping (when the format is not detected right)", open=False):
+        with gr.Row():
+            form = gr.Dropdown(choices=[("detect", "")] + [(name, name) for name in FORMATS], value="",
+                               label="format", elem_id="data-format")
+            fields = [gr.Textbox(label=f"{name} field", placeholder="detected", elem_id=f"data-field-{name}")
+                      for name in MAPPING_FIELDS]
+    overview = gr.Markdown("Load a dataset to see its report.", elem_id="data-overview")
+    with gr.Group(visible=False) as results:
+        summary = gr.Dataframe(headers=dataview.SUMMARY_COLUMNS, label="Issues by code", interactive=False,
+                               wrap=True, elem_id="data-summary")
+        histogram = gr.BarPlot(x="tokens", y="rows", color="fits", label="Token lengths (training text)",
+                               x_title="tokens per row", y_title="rows", x_label_angle=-45, elem_id="data-histogram")
+        with gr.Row():
+            code_filter = gr.Dropdown(choices=[dataview.ALL_CODES], value=dataview.ALL_CODES,
+                                      label="Show problem rows with", elem_id="data-code-filter")
+        problems = gr.Dataframe(headers=dataview.PROBLEM_COLUMNS, label="Problem rows (select one to preview)",
+                                interactive=False, wrap=True, max_height=400, elem_id="data-problems")
+        with gr.Row():
+            preview_row = gr.Number(label="Preview row", precision=0, elem_id="data-preview-row", scale=0)
+            preview = gr.Markdown(elem_id="data-preview")
+        with gr.Row():
+            fixes = gr.CheckboxGroup(choices=[(about, name) for name, about in FIXES.items()], value=DEFAULT_FIXES,
+                                     label="Fixes", elem_id="data-fixes")
+            with gr.Column():
+                style = gr.Radio(choices=list(EXPORT_STYLES), value="conversation", label="Export layout",
+                                 elem_id="data-style")
+                apply_button = gr.Button("Apply fixes", variant="primary", elem_id="data-apply")
+                download = gr.DownloadButton("Download cleaned file", visible=False, elem_id="data-download")
+        fix_status = gr.Markdown(elem_id="data-fix-status")
+
+    settings = [model, max_length, measure, form, *fields]
+    outputs = [report_state, source_state, overview, summary, code_filter, problems, histogram, preview_row,
+               preview, results]
+    upload.upload(check, [upload, *settings], outputs, api_name="check_file")
+    sample.input(pick_sample, sample, source_state, api_visibility="private").success(
+        check, [source_state, *settings], outputs, api_visibility="private")
+    hub_id.submit(check_typed_source, [hub_id, *settings], outputs, api_name="check_source")
+    recheck.click(check, [source_state, *settings], outputs, api_visibility="private")
+    code_filter.input(filter_problems, [report_state, code_filter], problems, api_name="filter_problems")
+    problems.select(preview_selected, [report_state], [preview_row, preview], api_visibility="private")
+    preview_row.submit(dataview.row_preview_markdown, [report_state, preview_row], preview, api_name="preview_row")
+    apply_button.click(apply, [report_state, fixes, style, model, max_length], [cleaned_dataset, download, fix_status],
+                       api_name="apply_fixes")

@@ -1,0 +1,29 @@
+"""The Data tab as a person uses it: upload the broken sample, read the codes, fix, download."""
+
+import json
+
+from studio.checks import CODES
+from studio.config import SAMPLES_DIR
+from tests.browser.conftest import save_screenshot
+
+
+def test_upload_check_fix_download(page, tmp_path):
+    page.locator("#data-upload input[type=file]").set_input_files(str(SAMPLES_DIR / "broken-sample.jsonl"))
+    summary = page.locator("#data-summary")
+    summary.get_by_text("missing_think").wait_for()
+    for code in CODES:
+        assert summary.get_by_text(code, exact=True).count() >= 1, code
+    assert "conversation" in page.locator("#data-overview").inner_text()
+    page.locator("#data-problems").get_by_text("unclosed_think").first.click()
+    page.locator("#data-preview").get_by_text("reasoning").first.wait_for()
+    save_screenshot(page, "data-tab.png")
+
+    page.locator("#data-apply").click()
+    page.locator("#data-fix-status").get_by_text("Cleaned").wait_for()
+    with page.expect_download() as download_info:
+        page.locator("#data-download").click()
+    path = tmp_path / "clean.jsonl"
+    download_info.value.save_as(path)
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    assert rows and all("conversation" in row for row in rows)
+    assert all("<think>" in row["conversation"][-1]["content"] for row in rows)
