@@ -210,14 +210,16 @@ def _check_roles(messages: list[tuple[str, str]], label: str) -> str | None:
 
 def _clean_single_turn(messages: list[tuple[str, str]]) -> bool:
     """Fast path for the common row: one user turn, one reply with one well-formed think block."""
-    if len(messages) != 2 or messages[0][0] != "user" or messages[1][0] != "assistant":
+    if len(messages) != 2:
         return False
-    prompt, reply = messages[0][1], messages[1][1]
-    opened, closed = reply.find(THINK_OPEN), reply.find(THINK_CLOSE)
-    return (0 <= opened < closed and reply.count("<think>") == 1 and reply.count("</think>") == 1
-            and not prompt.isspace() and prompt != "" and "think>" not in prompt
-            and not reply[opened + 7:closed].isspace() and opened + 7 != closed
-            and not reply[closed + 8:].isspace() and closed + 8 != len(reply))
+    (first_role, prompt), (second_role, reply) = messages
+    if first_role != "user" or second_role != "assistant" or reply.count("think>") != 2:
+        return False
+    opened, closed = reply.find("<think>"), reply.find("</think>")
+    # count == 2 and both found means exactly one of each tag
+    return bool(0 <= opened < closed and prompt and not prompt.isspace() and "think>" not in prompt
+            and opened + 7 != closed and not reply[opened + 7:closed].isspace()
+            and closed + 8 != len(reply) and not reply[closed + 8:].isspace())
 
 
 def check_record(record: Record, label: str) -> list[tuple[str, str]]:

@@ -339,6 +339,9 @@ def _field(row: dict, name: str) -> object:
     return row[name]
 
 
+_PLAIN_ROLES = frozenset(("user", "assistant", "system"))
+
+
 def _turns(row: dict, mapping: FieldMapping) -> list[tuple[str, str]]:
     turns = _field(row, mapping.turns)
     if not isinstance(turns, list):
@@ -347,7 +350,12 @@ def _turns(row: dict, mapping: FieldMapping) -> list[tuple[str, str]]:
     if mapping.system and row.get(mapping.system):
         messages.append(("system", _text(row[mapping.system], mapping.system)))
     for index, turn in enumerate(turns, 1):
-        if not isinstance(turn, dict):
+        if type(turn) is dict:
+            role, content = turn.get("role"), turn.get("content")
+            if role in _PLAIN_ROLES and type(content) is str:  # the common case, kept cheap
+                messages.append((role, content))
+                continue
+        else:
             raise _Unmappable(f"turn {index} of `{mapping.turns}` is {type(turn).__name__}, expected an object")
         role = turn.get("role", turn.get("from"))
         content = turn.get("content", turn.get("value"))
@@ -396,15 +404,28 @@ def _load_dataset(source: str, mapping: FieldMapping | None) -> Dataset:
     label = "line" if kind == "jsonl" else "record"
     records = []
     append = records.append
-    # The two-field formats are most rows people bring; map them inline (this loop runs per row).
-    simple = mapping is not None and mapping.format == "query_response" and not mapping.system
-    prompt_field, response_field = (mapping.prompt, mapping.response) if simple else (None, None)
+    # Most rows people bring are one prompt and one reply; map those inline (this loop runs per row)
+    # and leave everything else to normalize_row.
+    form = mapping.format if mapping is not None and not mapping.system else None
+    pair = form == "query_response"
+    turn_list = form in ("conversation", "messages")
+    prompt_field, response_field, turns_field = (mapping.prompt, mapping.response, mapping.turns) if form else (None,) * 3
     for number, row, error in raw_rows:
-        if simple and type(row) is dict:
+        if pair and type(row) is dict:
             prompt, response = row.get(prompt_field), row.get(response_field)
             if type(prompt) is str and type(response) is str:
                 append(Record(number, [("user", prompt), ("assistant", response)]))
                 continue
+        elif turn_list and type(row) is dict:
+            turns = row.get(turns_field)
+            if type(turns) is list and len(turns) == 2:
+                first, second = turns
+                if type(first) is dict and type(second) is dict:
+                    prompt, response = first.get("content"), second.get("content")
+                    if (first.get("role") == "user" and second.get("role") == "assistant"
+                            and type(prompt) is str and type(response) is str):
+                        append(Record(number, [("user", prompt), ("assistant", response)]))
+                        continue
         if error is not None:
             append(Record(number, problem=("parse_error", error)))
         elif mapping is None:
