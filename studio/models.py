@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import functools
+import importlib.util
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from studio.config import DEMO_MODEL, DEMO_MODEL_DIR
@@ -67,3 +69,87 @@ def load_tokenizer(name: str | None = None):
             f"Could not fetch the tokenizer of {name!r} from the Hugging Face Hub ({type(error).__name__}: "
             f"{error}). Check the id and the network, or pass a local model folder."
         ) from None
+
+
+# --------------------------------------------------------------------------------------------------
+# Devices and loading for training
+
+ALL_LINEAR = "all-linear"
+ATTENTION_ONLY = ["q_proj", "k_proj", "v_proj", "o_proj"]  # the seed recipe's targets
+
+
+class UnsupportedSetup(Exception):
+    """A combination the hardware cannot run (e.g. QLoRA without CUDA); the message says why."""
+
+
+@dataclass(frozen=True)
+class Device:
+    kind: str  # cuda | cpu
+    name: str
+    memory_gib: float  # total memory of the device (system memory on CPU)
+    bf16: bool
+
+    def describe(self) -> str:
+        return f"{self.name} ({self.memory_gib:.0f} GiB)"
+
+
+def detect_device() -> Device:
+    import torch
+
+    if torch.cuda.is_available():
+        properties = torch.cuda.get_device_properties(0)
+        return Device("cuda", properties.name, properties.total_memory / 2**30, torch.cuda.is_bf16_supported())
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    except (ValueError, OSError, AttributeError):
+        memory = 0.0
+    return Device("cpu", f"CPU ({os.cpu_count()} cores)", memory, False)
+
+
+def attention_backend(device: Device) -> str:
+    """flash-attention 2 when installed and the GPU has it (Ampere or newer), otherwise SDPA."""
+    if device.kind == "cuda" and importlib.util.find_spec("flash_attn") is not None:
+        import torch
+
+        if torch.cuda.get_device_capability(0)[0] >= 8:
+            return "flash_attention_2"
+    return "sdpa"
+
+
+def load_base_for_training(name: str, method: str, device: Device, gradient_checkpointing: bool):
+    """The base model ready for LoRA: bf16 on a GPU that has it, fp32 on CPU; 4-bit NF4 for QLoRA."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    target = resolve_model(name)
+    kwargs = {"attn_implementation": attention_backend(device)}
+    if method == "qlora":
+        if device.kind != "cuda":
+            raise UnsupportedSetup(
+                "QLoRA needs a CUDA GPU: bitsandbytes' 4-bit training kernels do not run on CPU. "
+                "Choose LoRA to train on this machine.")
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch.bfloat16 if device.bf16 else torch.float32)
+    if device.kind == "cuda":
+        kwargs["dtype"] = torch.bfloat16 if device.bf16 else torch.float32  # never fp16: R1 overflows in fp16
+        kwargs["device_map"] = {"": 0}
+    else:
+        kwargs["dtype"] = torch.float32
+    try:
+        model = AutoModelForCausalLM.from_pretrained(target, local_files_only=Path(target).exists() or hub_offline(),
+                                                     **kwargs)
+    except OSError as error:
+        raise ModelNotFound(f"Could not load the model {name!r}: {error}") from None
+    model.config.use_cache = False
+    if method == "qlora":
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
+    elif gradient_checkpointing:
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
+    model.train()  # from_pretrained returns eval mode: checkpointing and dropout act only in training mode
+    return model

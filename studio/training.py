@@ -1,0 +1,380 @@
+"""A training job: LoRA / QLoRA through the transformers Trainer, in a background thread or in the foreground.
+
+The loss covers the assistant's reasoning and answer (studio.template keeps the `<think>` content the
+official chat template would delete). Metrics go to a thread-safe store and to the run folder; stop is
+graceful at the next step and saves the adapter; a failure is written down with its cause and a fix.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import threading
+import time
+import traceback
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+from transformers import TrainerCallback
+
+from studio.config import DEFAULT_MAX_LENGTH, DEFAULT_MODEL, DEMO_MODEL
+from studio.runs import COMPLETED, FAILED, RUNNING, STOPPED, RunFolder
+
+# One training run at a time in this process, whoever asks (every browser session shares the GPU).
+_ONE_RUN = threading.Lock()
+
+
+class JobBusy(Exception):
+    """Another run holds the trainer; the message names it."""
+
+LORA_LR, QLORA_LR = 1e-4, 2e-4  # the seed's advice for R1-Distill 7B/8B
+
+
+@dataclass
+class TrainConfig:
+    data: str
+    output: str  # the run folder
+    model: str = DEFAULT_MODEL
+    method: str = "lora"  # lora | qlora
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    target_modules: str = "all-linear"  # all-linear | attention (the seed's q/k/v/o)
+    learning_rate: float | None = None  # None: 1e-4 for LoRA, 2e-4 for QLoRA
+    epochs: float = 1.0
+    max_steps: int = -1  # > 0 overrides epochs
+    batch_size: int = 1
+    grad_accum: int = 8
+    max_length: int = DEFAULT_MAX_LENGTH
+    warmup: float = 0.03  # a fraction of the steps (< 1) or a number of steps
+    scheduler: str = "cosine"
+    eval_split: float = 0.0
+    save_steps: int = 0  # 0: checkpoint only when stopping and at the end
+    seed: int = 42
+    gradient_checkpointing: bool | None = None  # None: on a GPU, off on CPU
+    report_to: list[str] = field(default_factory=list)  # tensorboard | wandb | trackio, when installed
+
+    @property
+    def lr(self) -> float:
+        if self.learning_rate:
+            return self.learning_rate
+        return QLORA_LR if self.method == "qlora" else LORA_LR
+
+    def validate(self) -> None:
+        problems = []
+        if self.method not in ("lora", "qlora"):
+            problems.append(f"method must be lora or qlora, not {self.method!r}")
+        if self.target_modules not in ("all-linear", "attention"):
+            problems.append("target_modules must be all-linear or attention")
+        for name in ("lora_r", "lora_alpha", "batch_size", "grad_accum", "max_length"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.max_steps <= 0 and self.epochs <= 0:
+            problems.append("set epochs > 0 or max_steps > 0")
+        if not 0 <= self.eval_split < 0.5:
+            problems.append(f"eval_split must be in [0, 0.5), got {self.eval_split}")
+        if not 0 <= self.lora_dropout < 1:
+            problems.append(f"lora_dropout must be in [0, 1), got {self.lora_dropout}")
+        if self.learning_rate is not None and not 0 < self.learning_rate < 1:
+            problems.append(f"learning_rate must be in (0, 1), got {self.learning_rate}")
+        if problems:
+            raise ValueError("; ".join(problems))
+
+    def to_json(self) -> dict:
+        return {**asdict(self), "learning_rate": self.lr}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{key: value for key, value in data.items() if key in known})
+
+
+# Presets: the seed's advice for the real bases, and a fast one for the demo model on CPU.
+PRESETS = {
+    "R1-Distill LoRA (seed advice)": dict(method="lora", learning_rate=LORA_LR, lora_r=16, lora_alpha=32,
+                                          max_length=DEFAULT_MAX_LENGTH, batch_size=1, grad_accum=8, epochs=2),
+    "R1-Distill QLoRA (seed advice)": dict(method="qlora", learning_rate=QLORA_LR, lora_r=16, lora_alpha=32,
+                                           max_length=DEFAULT_MAX_LENGTH, batch_size=1, grad_accum=8, epochs=2),
+    "Demo model on CPU (fast)": dict(method="lora", learning_rate=2e-3, lora_r=16, lora_alpha=32, lora_dropout=0.0,
+                                     max_length=512, batch_size=8, grad_accum=1, epochs=3, warmup=0.05),
+}
+DEMO_PRESET = "Demo model on CPU (fast)"
+
+
+def default_config(data: str, output: str, model: str | None = None, **overrides) -> TrainConfig:
+    """A config with the preset that suits the model: the demo preset for `demo`, the seed's otherwise."""
+    model = model or DEFAULT_MODEL
+    method = overrides.get("method") or "lora"
+    preset = PRESETS[DEMO_PRESET] if model == DEMO_MODEL else PRESETS[
+        "R1-Distill QLoRA (seed advice)" if method == "qlora" else "R1-Distill LoRA (seed advice)"]
+    values = {**preset, **{key: value for key, value in overrides.items() if value is not None}}
+    return TrainConfig(data=data, output=output, model=model, **values)
+
+
+# --------------------------------------------------------------------------------------------------
+# Data
+
+
+@dataclass
+class PreparedData:
+    train: list[dict]
+    eval: list[dict]
+    rows_read: int
+    rows_left_out: int  # rows with errors
+    rows_truncated: int
+
+
+def prepare_data(config: TrainConfig, tokenizer) -> PreparedData:
+    """Read any file the validator reads, leave out rows with errors, encode with the reasoning kept."""
+    from studio.checks import trainable_messages
+    from studio.template import encode_examples
+    from studio.validate import validate
+
+    report = validate(config.data, lengths=False)
+    errors = report.error_rows
+    conversations = [trainable_messages(record.messages) for record in report.dataset.records
+                     if record.number not in errors]
+    if not conversations:
+        raise ValueError(f"{config.data}: no row without errors to train on ({report.rows} rows, "
+                         f"{len(errors)} with errors). Check it in the Data tab or with `python -m studio validate`.")
+    examples, truncated = [], 0
+    for example in encode_examples(tokenizer, conversations):
+        if len(example) > config.max_length:
+            truncated += 1
+        examples.append({"input_ids": example.input_ids[:config.max_length],
+                         "labels": example.labels[:config.max_length]})
+    random.Random(config.seed).shuffle(examples)
+    held_out = int(len(examples) * config.eval_split)
+    return PreparedData(examples[held_out:], examples[:held_out], report.rows, len(errors), truncated)
+
+
+# --------------------------------------------------------------------------------------------------
+# Failures: a readable cause and a suggested fix
+
+
+def explain_failure(error: BaseException, config: TrainConfig) -> tuple[str, str]:
+    """(cause, fix) for the status file and the UI."""
+    from studio.models import ModelNotFound, UnsupportedSetup
+    from studio.records import DatasetUnreadable
+
+    text = f"{type(error).__name__}: {error}"
+    if "out of memory" in str(error).lower() or type(error).__name__ == "OutOfMemoryError":
+        fix = (f"Lower batch_size ({config.batch_size}) or max_length ({config.max_length}), keep gradient "
+               "checkpointing on" + (", or switch to QLoRA (4-bit weights)" if config.method == "lora" else ""))
+        return "The GPU ran out of memory.", fix + "."
+    if isinstance(error, NonFiniteLoss):
+        return str(error), ("Lower the learning rate (try half), keep bf16 rather than fp16, and check the data "
+                            "for empty or huge rows.")
+    if isinstance(error, (DatasetUnreadable, ModelNotFound, UnsupportedSetup, ValueError)):
+        return str(error), "Fix the setting named above and start again."
+    return text, "See the traceback in status.json; if it persists, try the defaults of the preset."
+
+
+class NonFiniteLoss(RuntimeError):
+    pass
+
+
+# --------------------------------------------------------------------------------------------------
+# The job
+
+
+class TrainingJob:
+    """One run: `run()` trains in the calling thread, `start()` in a background thread."""
+
+    def __init__(self, config: TrainConfig, *, resume: bool = False, show_progress_bar: bool = False):
+        config.validate()
+        self.config = config
+        self.resume = resume
+        self.folder = RunFolder(Path(config.output))
+        self.show_progress_bar = show_progress_bar
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._metrics: list[dict] = []
+        self.status: dict = {"state": "starting", "message": "Starting"}
+        self.thread: threading.Thread | None = None
+        self.data_summary: dict = {}
+        self._failure: BaseException | None = None  # set by the callback (e.g. NaN loss)
+        self._tokenizer = None
+
+    # control ------------------------------------------------------------------------------------
+    def start(self) -> "TrainingJob":
+        """Train in a background thread; raises JobBusy while another run is going."""
+        if not _ONE_RUN.acquire(blocking=False):
+            raise JobBusy("Another training run is going; stop it or wait for it to finish, then start again.")
+        self.thread = threading.Thread(target=self._run_and_release, name=f"train-{self.folder.name}", daemon=True)
+        self.thread.start()
+        return self
+
+    def _run_and_release(self) -> None:
+        try:
+            self.run()
+        finally:
+            _ONE_RUN.release()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._set_status(self.status.get("state", RUNNING), message="Stopping at the end of this step…")
+
+    @property
+    def stop_requested(self) -> bool:
+        return self._stop.is_set()
+
+    def wait(self, timeout: float | None = None) -> dict:
+        if self.thread:
+            self.thread.join(timeout)
+        return self.status
+
+    @property
+    def running(self) -> bool:
+        return self.thread is not None and self.thread.is_alive()
+
+    # metrics ------------------------------------------------------------------------------------
+    def metrics(self, since: int = 0) -> list[dict]:
+        with self._lock:
+            return list(self._metrics[since:])
+
+    def record_metrics(self, row: dict) -> None:
+        with self._lock:
+            self._metrics.append(row)
+        self.folder.append_metrics(row)
+
+    def _set_status(self, state: str, **fields) -> None:
+        self.status = self.folder.write_status(state, **fields)
+
+    # the work -----------------------------------------------------------------------------------
+    def run(self) -> dict:
+        started = time.time()
+        config = self.config
+        if self.resume:
+            self._metrics = self.folder.read_metrics()
+        else:
+            self.folder.write_config(config.to_json())
+        self._set_status(RUNNING, started=self.status.get("started", started), message="Loading data and model",
+                         step=0, max_steps=None, cause=None, fix=None, traceback=None)
+        try:
+            trainer = self._build_trainer()
+            checkpoint = self.folder.latest_checkpoint() if self.resume else None
+            if self.resume and checkpoint is None:
+                raise ValueError(f"{self.folder.path} has no checkpoint to resume from; start a new run instead.")
+            self._set_status(RUNNING, message="Training" + (f" (resumed from {checkpoint.name})" if checkpoint else ""))
+            trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+            if self._failure:
+                raise self._failure
+            trainer.model.save_pretrained(self.folder.adapter_dir)
+            self._tokenizer.save_pretrained(self.folder.adapter_dir)
+            state = STOPPED if self.stop_requested else COMPLETED
+            step = trainer.state.global_step
+            message = (f"Stopped at step {step}; adapter saved — Resume continues from here." if state == STOPPED
+                       else f"Finished {step} steps; adapter saved in {self.folder.adapter_dir}.")
+            self._set_status(state, message=message, step=step, ended=time.time())
+        except BaseException as error:  # everything must end in a status the user can read
+            cause, fix = explain_failure(error, config)
+            self._set_status(FAILED, message=f"Failed: {cause}", cause=cause, fix=fix, ended=time.time(),
+                             traceback=traceback.format_exc(limit=8))
+            if isinstance(error, KeyboardInterrupt):
+                raise
+        return self.status
+
+    def _build_trainer(self):
+        from peft import LoraConfig, get_peft_model
+        from transformers import DataCollatorForSeq2Seq, PrinterCallback, Trainer, TrainingArguments
+
+        from studio.template import IGNORE_INDEX
+
+        from studio.models import ALL_LINEAR, ATTENTION_ONLY, detect_device, load_base_for_training, load_tokenizer
+
+        config = self.config
+        device = detect_device()
+        checkpointing = device.kind == "cuda" if config.gradient_checkpointing is None else config.gradient_checkpointing
+        self._tokenizer = tokenizer = load_tokenizer(config.model)
+        data = prepare_data(config, tokenizer)
+        self.data_summary = {"rows_read": data.rows_read, "rows_left_out": data.rows_left_out,
+                             "rows_truncated": data.rows_truncated, "train_rows": len(data.train),
+                             "eval_rows": len(data.eval)}
+        self._set_status(RUNNING, message=f"Loading {config.model} on {device.describe()}", data=self.data_summary,
+                         device=device.describe())
+        model = load_base_for_training(config.model, config.method, device, checkpointing)
+        lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+                          target_modules=ALL_LINEAR if config.target_modules == "all-linear" else ATTENTION_ONLY,
+                          bias="none", task_type="CAUSAL_LM")
+        model = get_peft_model(model, lora)
+        collator = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=IGNORE_INDEX)
+        save_steps = config.save_steps if config.save_steps > 0 else None
+        arguments = TrainingArguments(
+            output_dir=str(self.folder.path),
+            per_device_train_batch_size=config.batch_size,
+            per_device_eval_batch_size=config.batch_size,
+            gradient_accumulation_steps=config.grad_accum,
+            learning_rate=config.lr,
+            num_train_epochs=config.epochs,
+            max_steps=config.max_steps if config.max_steps > 0 else -1,
+            warmup_steps=config.warmup,
+            lr_scheduler_type=config.scheduler,
+            logging_steps=1,
+            save_strategy="steps" if save_steps else "no",
+            save_steps=save_steps or 500,
+            eval_strategy="epoch" if data.eval else "no",
+            bf16=device.kind == "cuda" and device.bf16,
+            use_cpu=device.kind == "cpu",
+            seed=config.seed,
+            report_to=config.report_to or "none",
+            disable_tqdm=not self.show_progress_bar,
+            dataloader_num_workers=0,
+            include_num_input_tokens_seen="non_padding",  # counted by the Trainer on the real batches
+            remove_unused_columns=False,  # checkpointing is set up on the model itself (models.py)
+        )
+        trainer = Trainer(model=model, args=arguments, train_dataset=data.train,
+                          eval_dataset=data.eval or None, data_collator=collator,
+                          callbacks=[MetricsCallback(self)])
+        if not self.show_progress_bar:
+            trainer.remove_callback(PrinterCallback)  # metrics go to the store, not to stdout
+        return trainer
+
+
+class MetricsCallback(TrainerCallback):
+    """Metrics into the job's store, stop at the next step, catch a NaN loss."""
+
+    def __init__(self, job: TrainingJob):
+        self.job = job
+        self.last_time = self.last_tokens = self.start_time = None
+        self.start_step = 0
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.start_time = self.last_time = time.time()
+        self.start_step = state.global_step
+        self.last_tokens = state.num_input_tokens_seen
+        self.job._set_status(RUNNING, step=state.global_step, max_steps=state.max_steps)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.job.stop_requested:
+            control.should_training_stop = True
+            control.should_save = True  # a checkpoint to resume from
+        return control
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        import torch
+
+        logs = dict(logs or {})
+        now = time.time()
+        row = {"step": state.global_step, "epoch": round(state.epoch or 0, 4), "time": now}
+        for key in ("loss", "eval_loss", "learning_rate", "grad_norm"):
+            if key in logs:
+                row[key] = float(logs[key])
+        if "loss" in row:
+            if not math.isfinite(row["loss"]):
+                self.job._failure = NonFiniteLoss(f"The loss became {row['loss']} at step {state.global_step}.")
+                control.should_training_stop = True
+            tokens = state.num_input_tokens_seen - self.last_tokens
+            row["tokens_per_s"] = round(tokens / max(now - self.last_time, 1e-9), 1)
+            self.last_tokens, self.last_time = state.num_input_tokens_seen, now
+        elapsed = now - self.start_time
+        done = state.global_step - self.start_step
+        row["elapsed_s"] = round(elapsed, 1)
+        row["eta_s"] = round(elapsed / done * (state.max_steps - state.global_step), 1) if done else None
+        if torch.cuda.is_available():
+            row["gpu_mem_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+        if "loss" in row or "eval_loss" in row:
+            self.job.record_metrics(row)
+        self.job._set_status(RUNNING, step=state.global_step, max_steps=state.max_steps, eta_s=row["eta_s"],
+                             message=self.job.status.get("message") if self.job.stop_requested else "Training")
+        return control

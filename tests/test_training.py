@@ -1,0 +1,184 @@
+"""The training job on the demo model: loss, adapter, metrics, stop/resume, failures, history, lock, CLI."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from studio.config import PROJECT_ROOT, SAMPLES_DIR
+from studio.runs import COMPLETED, FAILED, STOPPED, RunFolder, list_runs
+from studio.training import JobBusy, TrainingJob, default_config
+
+DEMO_TRAIN = str(SAMPLES_DIR / "demo-train.jsonl")
+
+
+def config_for(folder, **overrides):
+    return default_config(DEMO_TRAIN, str(folder), **{"max_steps": 8, "batch_size": 4, **overrides})
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("runs") / "finished"
+    job = TrainingJob(config_for(folder, max_steps=12, learning_rate=3e-3))
+    status = job.run()
+    return job, status
+
+
+def test_training_lowers_the_loss(finished_run):
+    job, status = finished_run
+    assert status["state"] == COMPLETED, status
+    losses = [row["loss"] for row in job.metrics()]
+    assert len(losses) == 12
+    assert sum(losses[-3:]) / 3 < 0.8 * sum(losses[:3]) / 3, losses
+
+
+def test_metrics_are_written_to_the_run_folder(finished_run):
+    job, _ = finished_run
+    rows = job.folder.read_metrics()
+    assert rows == job.metrics()
+    assert [row["step"] for row in rows] == list(range(1, 13))
+    for row in rows:
+        assert {"step", "epoch", "loss", "learning_rate", "grad_norm", "tokens_per_s", "elapsed_s", "eta_s"} <= set(row)
+    assert rows[-1]["eta_s"] == 0 and rows[0]["eta_s"] > 0
+    assert all(row["tokens_per_s"] > 0 for row in rows[:-1])
+    config = json.loads((job.folder.path / "config.json").read_text())
+    assert config["learning_rate"] == 3e-3 and config["model"] == "demo"
+
+
+def test_adapter_saves_in_peft_format_and_loads(finished_run):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from studio.models import resolve_model
+
+    job, _ = finished_run
+    adapter = job.folder.adapter_dir
+    assert (adapter / "adapter_config.json").exists() and (adapter / "adapter_model.safetensors").exists()
+    base = AutoModelForCausalLM.from_pretrained(resolve_model("demo"))
+    model = PeftModel.from_pretrained(base, adapter)
+    assert any("lora_A" in name for name, _ in model.named_parameters())
+
+
+def test_stop_keeps_an_adapter_and_resume_continues_the_count(tmp_path):
+    folder = tmp_path / "stop-resume"
+    job = TrainingJob(config_for(folder, max_steps=40)).start()
+    deadline = time.time() + 120
+    while (not job.metrics() or job.metrics()[-1]["step"] < 2) and time.time() < deadline:
+        time.sleep(0.1)
+    job.stop()
+    status = job.wait(120)
+    assert status["state"] == STOPPED, status
+    stopped_at = status["step"]
+    assert 2 <= stopped_at < 40
+    assert (job.folder.adapter_dir / "adapter_model.safetensors").exists()
+    assert job.folder.latest_checkpoint().name == f"checkpoint-{stopped_at}"
+
+    resumed = TrainingJob(config_for(folder, max_steps=stopped_at + 3), resume=True)
+    status = resumed.run()
+    assert status["state"] == COMPLETED, status
+    steps = [row["step"] for row in RunFolder(folder).read_metrics()]
+    assert steps == list(range(1, stopped_at + 4)), steps
+
+
+def test_one_run_at_a_time(tmp_path):
+    first = TrainingJob(config_for(tmp_path / "first", max_steps=30)).start()
+    try:
+        with pytest.raises(JobBusy, match="Another training run"):
+            TrainingJob(config_for(tmp_path / "second")).start()
+    finally:
+        first.stop()
+        first.wait(120)
+    again = TrainingJob(config_for(tmp_path / "third", max_steps=1)).start()  # the lock was released
+    assert again.wait(120)["state"] == COMPLETED
+
+
+def test_injected_out_of_memory_is_reported_with_cause_and_fix(tmp_path, monkeypatch):
+    import torch
+
+    import studio.models
+
+    def out_of_memory(*args, **kwargs):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(studio.models, "load_base_for_training", out_of_memory)
+    job = TrainingJob(config_for(tmp_path / "oom"))
+    status = job.run()
+    assert status["state"] == FAILED
+    assert "out of memory" in status["cause"] and "batch_size" in status["fix"] and "QLoRA" in status["fix"]
+    assert RunFolder(tmp_path / "oom").read_status()["state"] == FAILED
+
+
+def test_nan_loss_fails_the_run(tmp_path, monkeypatch):
+    import studio.training
+
+    original = studio.training.MetricsCallback.on_log
+
+    def poisoned(self, args, state, control, logs=None, **kwargs):
+        if logs and "loss" in logs and state.global_step == 2:
+            logs = {**logs, "loss": float("nan")}
+        return original(self, args, state, control, logs=logs, **kwargs)
+
+    monkeypatch.setattr(studio.training.MetricsCallback, "on_log", poisoned)
+    status = TrainingJob(config_for(tmp_path / "nan")).run()
+    assert status["state"] == FAILED and "nan" in status["cause"].lower() and "learning rate" in status["fix"]
+
+
+def test_qlora_without_cuda_is_refused_with_the_reason(tmp_path):
+    status = TrainingJob(config_for(tmp_path / "qlora", method="qlora")).run()
+    assert status["state"] == FAILED and "CUDA" in status["cause"]
+
+
+def test_bad_settings_are_refused_before_starting(tmp_path):
+    with pytest.raises(ValueError, match="batch_size"):
+        TrainingJob(config_for(tmp_path / "bad", batch_size=0))
+
+
+def test_run_history_survives_a_restart(finished_run, tmp_path):
+    job, _ = finished_run
+    runs_dir = job.folder.path.parent
+    # A run whose process died while "running" shows as interrupted, not running.
+    ghost = RunFolder(runs_dir / "ghost")
+    ghost.write_config({"model": "demo", "method": "lora"})
+    ghost.write_status("running", started=time.time())
+    status = json.loads((ghost.path / "status.json").read_text())
+    status["pid"] = 999_999_999
+    (ghost.path / "status.json").write_text(json.dumps(status))
+    code = ("import json, sys; from studio.runs import list_runs; "
+            "print(json.dumps(list_runs(sys.argv[1])))")
+    out = subprocess.run([sys.executable, "-c", code, str(runs_dir)], capture_output=True, text=True,
+                         cwd=PROJECT_ROOT, check=True).stdout
+    runs = {run["name"]: run for run in json.loads(out)}
+    assert runs["finished"]["state"] == COMPLETED and runs["finished"]["has_adapter"]
+    assert runs["finished"]["last_loss"] < runs["finished"]["first_loss"]
+    assert runs["ghost"]["state"] == "interrupted"
+    assert list_runs(tmp_path / "nothing-here") == []
+
+
+def run_cli(*args):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    return subprocess.run([sys.executable, "-m", "studio", "train", *map(str, args)], capture_output=True,
+                          text=True, cwd=PROJECT_ROOT, env=env, timeout=300)
+
+
+def test_cli_trains_and_resumes(tmp_path):
+    folder = tmp_path / "cli-run"
+    process = run_cli("--data", SAMPLES_DIR / "broken-sample.jsonl", "--output", folder, "--max-steps", "2",
+                      "--batch-size", "4", "--max-length", "256")
+    assert process.returncode == 0, process.stderr
+    assert "11 left out" in process.stdout and "Finished 2 steps" in process.stdout
+    assert (folder / "adapter" / "adapter_config.json").exists()
+    assert "%" in process.stderr  # the progress bar with its ETA
+    process = run_cli("--output", folder, "--resume")
+    assert process.returncode == 2 and "no checkpoint" in process.stderr
+
+
+def test_cli_failures_exit_non_zero_with_the_cause(tmp_path):
+    process = run_cli("--data", DEMO_TRAIN, "--output", tmp_path / "q", "--method", "qlora", "--max-steps", "1")
+    assert process.returncode == 1 and "CUDA" in process.stderr
+    process = run_cli("--data", tmp_path / "missing.jsonl", "--output", tmp_path / "m")
+    assert process.returncode == 1 and "no such file" in process.stderr
+    process = run_cli("--data", DEMO_TRAIN, "--output", tmp_path / "b", "--batch-size", "0")
+    assert process.returncode == 2 and "batch_size" in process.stderr
