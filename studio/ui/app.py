@@ -5,7 +5,7 @@ from __future__ import annotations
 import gradio as gr
 
 from studio.config import DATASETS_DIR, SAMPLES_DIR, STUDIO_HOME
-from studio.ui import data_tab
+from studio.ui import data_tab, train_tab
 from studio.ui.layout import CSS, HEADER, THEME
 
 MAX_UPLOAD = "1gb"
@@ -18,6 +18,8 @@ def build_app() -> gr.Blocks:
         with gr.Tabs():
             with gr.Tab("1. Data", id="data", elem_id="tab-data"):
                 data_tab.build(cleaned_dataset)
+            with gr.Tab("2. Train", id="train", elem_id="tab-train"):
+                train_tab.build(app, cleaned_dataset)
     return app
 
 

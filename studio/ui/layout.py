@@ -13,6 +13,9 @@ THEME = gr.themes.Soft(primary_hue="indigo", secondary_hue="slate")
 CSS = """
 #studio-header h1 { margin-bottom: 0.2em; }
 .studio-steps { font-size: 0.95em; opacity: 0.85; }
+.studio-progress { height: 14px; border-radius: 7px; background: var(--neutral-200); overflow: hidden; }
+.studio-progress-bar { height: 100%; background: var(--primary-500); transition: width 0.5s; }
+.studio-progress-text { font-size: 0.9em; margin-top: 4px; }
 """
 
 HEADER = """# R1 LoRA Studio

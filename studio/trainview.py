@@ -1,0 +1,75 @@
+"""What the Train tab shows, computed from a job's metrics and the run history (no gradio)."""
+
+from __future__ import annotations
+
+import time
+
+import pandas as pd
+
+HISTORY_COLUMNS = ["run", "state", "model", "method", "step", "first loss", "last loss", "started", "adapter"]
+
+
+def _frame(columns: dict) -> pd.DataFrame:
+    return pd.DataFrame({name: pd.Series(values, dtype=dtype) for name, (values, dtype) in columns.items()})
+
+
+def loss_frame(metrics: list[dict]) -> pd.DataFrame:
+    """Long format (step, value, series) so one plot draws loss and eval loss in two colours."""
+    steps, values, series = [], [], []
+    for row in metrics:
+        for key in ("loss", "eval_loss"):
+            if key in row:
+                steps.append(row["step"])
+                values.append(row[key])
+                series.append(key.replace("_", " "))
+    return _frame({"step": (steps, "int64"), "value": (values, "float64"), "series": (series, "str")})
+
+
+def series_frame(metrics: list[dict], key: str) -> pd.DataFrame:
+    rows = [(row["step"], row[key]) for row in metrics if row.get(key) is not None]
+    return _frame({"step": ([r[0] for r in rows], "int64"), key: ([r[1] for r in rows], "float64")})
+
+
+def format_seconds(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m {seconds % 60:02d}s"
+    return f"{seconds // 3600}h {seconds % 3600 // 60:02d}m"
+
+
+def progress_html(status: dict) -> str:
+    step, total = status.get("step") or 0, status.get("max_steps") or 0
+    fraction = step / total if total else 0.0
+    eta = format_seconds(status.get("eta_s")) if status.get("state") == "running" else "—"
+    return (f'<div class="studio-progress"><div class="studio-progress-bar" style="width:{fraction * 100:.1f}%"></div>'
+            f'</div><div class="studio-progress-text">step {step:,} / {total:,} · {fraction * 100:.0f}% · ETA {eta}</div>')
+
+
+STATE_ICONS = {"running": "⏳", "completed": "✅", "stopped": "⏸️", "failed": "❌", "interrupted": "⚠️"}
+
+
+def status_markdown(status: dict, run_name: str | None) -> str:
+    if not status:
+        return "No run yet: choose a dataset and press **Start**."
+    state = status.get("state", "")
+    text = f"{STATE_ICONS.get(state, '')} **{run_name or ''}** — {state}: {status.get('message', '')}"
+    if state == "failed" and status.get("fix"):
+        text += f"\n\n**What to do:** {status['fix']}"
+    data = status.get("data")
+    if data:
+        text += (f"\n\nData: {data['train_rows']:,} train rows, {data['eval_rows']:,} eval; "
+                 f"{data['rows_left_out']:,} rows with errors left out; {data['rows_truncated']:,} cut at max_length.")
+    return text
+
+
+def history_frame(runs: list[dict]) -> pd.DataFrame:
+    rows = [[run["name"], run["state"], run["model"], run["method"], run["step"],
+             None if run["first_loss"] is None else round(run["first_loss"], 4),
+             None if run["last_loss"] is None else round(run["last_loss"], 4),
+             time.strftime("%Y-%m-%d %H:%M", time.localtime(run["started"])) if run.get("started") else "",
+             "yes" if run["has_adapter"] else ""] for run in runs]
+    return pd.DataFrame(rows, columns=HISTORY_COLUMNS)

@@ -1,0 +1,197 @@
+"""Train tab: dataset, model, method, presets, estimate, Start / Stop / Resume, live plots, run history."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from studio import trainview
+from studio.config import DEFAULT_MODEL, DEMO_MODEL, KNOWN_MODELS, SAMPLES_DIR
+from studio.training import DEMO_PRESET, PRESETS, JobBusy, TrainConfig, default_config
+from studio.ui.layout import user_errors
+from studio.workspace import workspace
+
+DEMO_DATA = str(SAMPLES_DIR / "demo-train.jsonl")
+# Widgets a preset fills, in this order.
+PRESET_FIELDS = ("method", "learning_rate", "lora_r", "lora_alpha", "lora_dropout", "max_length", "batch_size",
+                 "grad_accum", "epochs", "warmup")
+HELP = {
+    "learning_rate": "Seed advice: 1e-4 for LoRA, 2e-4 for QLoRA on the 7B/8B bases. Too high and the loss turns NaN.",
+    "max_length": "R1 reasoning runs thousands of tokens: ≥ 4096 keeps the chain of thought whole.",
+    "lora_r": "Rank of the LoRA update: 16–64 is usual; higher learns more and costs more memory.",
+    "lora_alpha": "Scale of the LoRA update; 2× r is a common choice.",
+    "batch_size": "Rows per step on the device. Raise grad accumulation instead when memory is short.",
+    "grad_accum": "Steps whose gradients add up before one optimizer update (effective batch = batch × this).",
+    "epochs": "Passes over the data; max steps > 0 overrides it.",
+    "method": "LoRA trains on bf16 weights; QLoRA on 4-bit NF4 weights (about half the memory, CUDA only).",
+}
+
+
+CONFIG_DEFAULTS = TrainConfig(data="", output="")
+
+
+def preset_values(name):
+    preset = PRESETS[name]
+    return [preset.get(field, getattr(CONFIG_DEFAULTS, field)) for field in PRESET_FIELDS]
+
+
+def preset_for_model(model, method):
+    if model == DEMO_MODEL:
+        return DEMO_PRESET
+    return "R1-Distill QLoRA (seed advice)" if method == "qlora" else "R1-Distill LoRA (seed advice)"
+
+
+def build_config(data, model, method, learning_rate, lora_r, lora_alpha, lora_dropout, max_length, batch_size,
+                 grad_accum, epochs, warmup, max_steps, targets, scheduler, eval_split, save_steps, seed,
+                 checkpointing):
+    space = workspace()
+    model = (model or DEFAULT_MODEL).strip()
+    return default_config(
+        data=data, output=str(space.new_run_folder(model, method)), model=model, method=method,
+        learning_rate=float(learning_rate), lora_r=int(lora_r), lora_alpha=int(lora_alpha),
+        lora_dropout=float(lora_dropout), max_length=int(max_length), batch_size=int(batch_size),
+        grad_accum=int(grad_accum), epochs=float(epochs), warmup=float(warmup), max_steps=int(max_steps or -1),
+        target_modules=targets, scheduler=scheduler, eval_split=float(eval_split), save_steps=int(save_steps),
+        seed=int(seed), gradient_checkpointing={"auto": None, "on": True, "off": False}[checkpointing])
+
+
+@user_errors
+def start(data, *settings):
+    if not data:
+        raise gr.Error("Choose a dataset: clean one in the Data tab, upload a file, or use the demo set.")
+    config = build_config(data, *settings)
+    try:
+        workspace().start(config)
+    except JobBusy as error:
+        raise gr.Error(str(error)) from None
+    gr.Info(f"Training started: {config.output}")
+    return gr.Timer(active=True)
+
+
+@user_errors
+def resume(run_name):
+    if not run_name:
+        raise gr.Error("Select a stopped or interrupted run in the history table first.")
+    try:
+        workspace().resume(run_name)
+    except JobBusy as error:
+        raise gr.Error(str(error)) from None
+    return gr.Timer(active=True)
+
+
+def stop():
+    if not workspace().stop():
+        gr.Warning("No training run is going.")
+
+
+def refresh():
+    """Everything live, read from the workspace's job (shared by all sessions) and the disk."""
+    job = workspace().job
+    status = job.status if job else {}
+    metrics = job.metrics() if job else []
+    running = bool(job and job.running)
+    return (
+        trainview.status_markdown(status, job.folder.name if job else None),
+        trainview.progress_html(status),
+        trainview.loss_frame(metrics),
+        trainview.series_frame(metrics, "learning_rate"),
+        trainview.series_frame(metrics, "tokens_per_s"),
+        trainview.history_frame(workspace().history()),
+        gr.Timer(active=running),
+        gr.Button(interactive=not running),
+        gr.Button(interactive=running),
+    )
+
+
+def select_run(event: gr.SelectData):
+    return event.row_value[0]
+
+
+def use_dataset(path):
+    return path or DEMO_DATA
+
+
+def build(app: gr.Blocks, cleaned_dataset: gr.State) -> None:
+    defaults = dict(zip(PRESET_FIELDS, preset_values(DEMO_PRESET)))
+    with gr.Row():
+        with gr.Column(scale=2):
+            data = gr.Textbox(value=DEMO_DATA, label="Dataset (the Data tab's cleaned set lands here)",
+                              info="A .jsonl/.json/.csv/.parquet file; rows with errors are left out.",
+                              elem_id="train-data")
+            upload = gr.File(label="…or upload one", type="filepath", file_types=[".jsonl", ".json", ".csv", ".parquet"],
+                             height=90, elem_id="train-upload")
+        with gr.Column(scale=2):
+            model = gr.Dropdown(choices=[(f"{name} — {about}", name) for name, about in KNOWN_MODELS.items()],
+                                value=DEFAULT_MODEL, allow_custom_value=True, label="Base model",
+                                info="demo, an R1-Distill base from the Hub, or a local model folder.",
+                                elem_id="train-model")
+            with gr.Row():
+                method = gr.Radio(["lora", "qlora"], value=defaults["method"], label="Method", info=HELP["method"],
+                                  elem_id="train-method")
+                preset = gr.Dropdown(list(PRESETS), value=DEMO_PRESET, label="Preset", elem_id="train-preset")
+    with gr.Row():
+        learning_rate = gr.Number(defaults["learning_rate"], label="Learning rate", info=HELP["learning_rate"],
+                                  elem_id="train-lr")
+        epochs = gr.Number(defaults["epochs"], label="Epochs", info=HELP["epochs"], elem_id="train-epochs")
+        max_steps = gr.Number(0, precision=0, label="Max steps (0 = use epochs)", elem_id="train-max-steps")
+        max_length = gr.Number(defaults["max_length"], precision=0, label="Max length", info=HELP["max_length"],
+                               elem_id="train-max-length")
+        batch_size = gr.Number(defaults["batch_size"], precision=0, label="Batch size", info=HELP["batch_size"],
+                               elem_id="train-batch-size")
+        grad_accum = gr.Number(defaults["grad_accum"], precision=0, label="Grad accumulation", info=HELP["grad_accum"],
+                               elem_id="train-grad-accum")
+    with gr.Accordion("Advanced", open=False):
+        with gr.Row():
+            lora_r = gr.Number(defaults["lora_r"], precision=0, label="LoRA r", info=HELP["lora_r"], elem_id="train-r")
+            lora_alpha = gr.Number(defaults["lora_alpha"], precision=0, label="LoRA alpha", info=HELP["lora_alpha"],
+                                   elem_id="train-alpha")
+            lora_dropout = gr.Number(defaults["lora_dropout"], label="LoRA dropout", elem_id="train-dropout")
+            targets = gr.Radio([("all linear layers", "all-linear"), ("q/k/v/o only (seed)", "attention")],
+                               value="all-linear", label="LoRA targets", elem_id="train-targets")
+        with gr.Row():
+            warmup = gr.Number(defaults["warmup"], label="Warmup (fraction < 1, or steps)", elem_id="train-warmup")
+            scheduler = gr.Dropdown(["cosine", "linear", "constant_with_warmup"], value="cosine",
+                                    label="LR schedule", elem_id="train-scheduler")
+            eval_split = gr.Number(0.0, label="Eval split (fraction)", elem_id="train-eval-split")
+            save_steps = gr.Number(0, precision=0, label="Save every N steps (0 = at stop/end)", elem_id="train-save")
+            seed = gr.Number(42, precision=0, label="Seed", elem_id="train-seed")
+            checkpointing = gr.Radio(["auto", "on", "off"], value="auto", label="Gradient checkpointing",
+                                     info="auto: on with a GPU, off on CPU", elem_id="train-checkpointing")
+    with gr.Row():
+        start_button = gr.Button("Start", variant="primary", elem_id="train-start")
+        stop_button = gr.Button("Stop", variant="stop", interactive=False, elem_id="train-stop")
+    status = gr.Markdown(trainview.status_markdown({}, None), elem_id="train-status")
+    progress = gr.HTML(trainview.progress_html({}), elem_id="train-progress")
+    with gr.Row():
+        loss_plot = gr.LinePlot(trainview.loss_frame([]), x="step", y="value", color="series", title="Loss",
+                                elem_id="train-loss-plot")
+        lr_plot = gr.LinePlot(trainview.series_frame([], "learning_rate"), x="step", y="learning_rate",
+                              title="Learning rate", elem_id="train-lr-plot")
+        speed_plot = gr.LinePlot(trainview.series_frame([], "tokens_per_s"), x="step", y="tokens_per_s",
+                                 title="Tokens / s", elem_id="train-speed-plot")
+    gr.Markdown("### Run history")
+    history = gr.Dataframe(trainview.history_frame(workspace().history()), interactive=False,
+                           label="Runs (select one to resume it)", elem_id="train-history")
+    with gr.Row():
+        selected_run = gr.Textbox(label="Selected run", interactive=False, elem_id="train-selected-run")
+        resume_button = gr.Button("Resume selected run", elem_id="train-resume")
+    timer = gr.Timer(1.0, active=False)
+
+    settings = [model, method, learning_rate, lora_r, lora_alpha, lora_dropout, max_length, batch_size, grad_accum,
+                epochs, warmup, max_steps, targets, scheduler, eval_split, save_steps, seed, checkpointing]
+    preset_widgets = [method, learning_rate, lora_r, lora_alpha, lora_dropout, max_length, batch_size, grad_accum,
+                      epochs, warmup]
+    live = [status, progress, loss_plot, lr_plot, speed_plot, history, timer, start_button, stop_button]
+
+    cleaned_dataset.change(use_dataset, cleaned_dataset, data, api_visibility="private")
+    upload.upload(lambda path: path, upload, data, api_visibility="private")
+    preset.input(preset_values, preset, preset_widgets, api_visibility="private")
+    model.input(preset_for_model, [model, method], preset, api_visibility="private").then(
+        preset_values, preset, preset_widgets, api_visibility="private")
+    start_button.click(start, [data, *settings], timer, api_name="start_training").then(refresh, None, live,
+                                                                                          api_visibility="private")
+    stop_button.click(stop, None, None, api_name="stop_training")
+    resume_button.click(resume, selected_run, timer, api_name="resume_training").then(refresh, None, live,
+                                                                                       api_visibility="private")
+    history.select(select_run, None, selected_run, api_visibility="private")
+    timer.tick(refresh, None, live, api_visibility="private", show_progress="hidden")
+    app.load(refresh, None, live, api_name="training_status")  # a reloaded page re-attaches to the running job

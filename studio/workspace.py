@@ -1,0 +1,64 @@
+"""The one owner of long-running state: the training job (and, later, loaded models).
+
+Every browser session talks to the same Workspace, so a reloaded page re-attaches to the running job and
+a second Start is refused while one runs. The run history comes from disk, so it survives restarts.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+from studio import config as studio_config
+from studio.runs import RunFolder, list_runs
+from studio.training import TrainConfig, TrainingJob
+
+
+class Workspace:
+    def __init__(self, runs_dir: Path | None = None):
+        self.runs_dir = Path(runs_dir or studio_config.RUNS_DIR)
+        self.job: TrainingJob | None = None
+
+    def new_run_folder(self, model: str, method: str) -> Path:
+        short = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(model.rstrip("/")).name or "model")
+        return self.runs_dir / f"{short}-{method}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+    def start(self, config: TrainConfig) -> TrainingJob:
+        """Start a new run in the background; JobBusy while another one is going."""
+        self.job = TrainingJob(config).start()
+        return self.job
+
+    def resume(self, run_name: str, **overrides) -> TrainingJob:
+        folder = RunFolder(self.run_path(run_name))
+        if folder.latest_checkpoint() is None:
+            raise ValueError(f"Run {run_name} has no checkpoint to resume from (runs save one when stopped).")
+        config = TrainConfig.from_json({**folder.read_config(), **overrides, "output": str(folder.path)})
+        self.job = TrainingJob(config, resume=True).start()
+        return self.job
+
+    def stop(self) -> bool:
+        if self.job and self.job.running:
+            self.job.stop()
+            return True
+        return False
+
+    def run_path(self, run_name: str) -> Path:
+        path = (self.runs_dir / run_name).resolve()
+        if path.parent != self.runs_dir.resolve() or not (path / "config.json").exists():
+            raise ValueError(f"No run named {run_name!r} in {self.runs_dir}.")
+        return path
+
+    def history(self) -> list[dict]:
+        return list_runs(self.runs_dir)
+
+
+_WORKSPACE: Workspace | None = None
+
+
+def workspace() -> Workspace:
+    """The process-wide workspace (created on first use, after STUDIO_HOME is known)."""
+    global _WORKSPACE
+    if _WORKSPACE is None:
+        _WORKSPACE = Workspace()
+    return _WORKSPACE

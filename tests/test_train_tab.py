@@ -1,0 +1,67 @@
+"""The Train tab through gradio_client: start, live status, one run at a time, stop, history."""
+
+import time
+
+import pytest
+from gradio_client import Client
+
+from studio.config import SAMPLES_DIR
+
+DEMO_TRAIN = str(SAMPLES_DIR / "demo-train.jsonl")
+
+
+@pytest.fixture(scope="module")
+def client(studio_url):
+    return Client(studio_url, verbose=False)
+
+
+def settings(max_steps=6, model="demo", method="lora"):
+    # model, method, lr, r, alpha, dropout, max_length, batch, accum, epochs, warmup, max_steps, targets,
+    # scheduler, eval_split, save_steps, seed, checkpointing
+    return [model, method, 2e-3, 8, 16, 0.0, 256, 4, 1, 1, 0.0, max_steps, "all-linear", "cosine", 0.0, 0, 42, "auto"]
+
+
+def status(client):
+    return client.predict(api_name="/training_status")
+
+
+def wait_for(client, words, timeout=180):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        result = status(client)
+        if any(word in result[0] for word in words):
+            return result
+        time.sleep(0.5)
+    raise AssertionError(f"status never showed {words}: {result[0]}")
+
+
+def test_train_live_then_history(client):
+    client.predict(DEMO_TRAIN, *settings(max_steps=8), api_name="/start_training")
+    result = wait_for(client, ["completed", "failed"])
+    markdown, progress, loss = result[0], result[1], result[2]
+    assert "completed" in markdown, markdown
+    assert "step 8 / 8" in progress
+    assert len(loss["data"]) == 8  # one loss point per step
+    history = result[5]
+    assert history["data"][0][1] == "completed"
+
+
+def test_second_start_is_refused_and_stop_works(client):
+    client.predict(DEMO_TRAIN, *settings(max_steps=200), api_name="/start_training")
+    with pytest.raises(Exception, match="Another training run"):
+        client.predict(DEMO_TRAIN, *settings(), api_name="/start_training")
+    deadline = time.time() + 120
+    while "step 0 " in status(client)[1] and time.time() < deadline:  # wait for a first step
+        time.sleep(0.3)
+    client.predict(api_name="/stop_training")
+    result = wait_for(client, ["stopped", "failed"])
+    assert "stopped" in result[0], result[0]
+    assert "Resume" in result[0]
+
+
+def test_bad_dataset_is_a_message(client, tmp_path):
+    with pytest.raises(Exception, match="Choose a dataset"):
+        client.predict("", *settings(), api_name="/start_training")
+    client.predict(str(tmp_path / "missing.jsonl"), *settings(), api_name="/start_training")
+    result = wait_for(client, ["failed", "completed"])
+    assert "no such file" in result[0]
