@@ -7,6 +7,7 @@ graceful at the next step and saves the adapter; a failure is written down with 
 
 from __future__ import annotations
 
+import collections
 import math
 import random
 import threading
@@ -338,6 +339,7 @@ class MetricsCallback(TrainerCallback):
         self.job = job
         self.last_time = self.last_tokens = self.start_time = None
         self.start_step = 0
+        self.window: collections.deque = collections.deque(maxlen=6)
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.start_time = self.last_time = time.time()
@@ -364,9 +366,12 @@ class MetricsCallback(TrainerCallback):
             if not math.isfinite(row["loss"]):
                 self.job._failure = NonFiniteLoss(f"The loss became {row['loss']} at step {state.global_step}.")
                 control.should_training_stop = True
-            tokens = state.num_input_tokens_seen - self.last_tokens
-            row["tokens_per_s"] = round(tokens / max(now - self.last_time, 1e-9), 1)
-            self.last_tokens, self.last_time = state.num_input_tokens_seen, now
+            # Over the last few steps: one step alone swings with its rows' lengths.
+            self.window.append((now, state.num_input_tokens_seen))
+            (first_time, first_tokens), (last_time, last_tokens) = self.window[0], self.window[-1]
+            if len(self.window) == 1:
+                first_time, first_tokens = self.last_time, self.last_tokens
+            row["tokens_per_s"] = round((last_tokens - first_tokens) / max(last_time - first_time, 1e-9), 1)
         elapsed = now - self.start_time
         done = state.global_step - self.start_step
         row["elapsed_s"] = round(elapsed, 1)

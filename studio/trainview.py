@@ -22,7 +22,7 @@ def loss_frame(metrics: list[dict]) -> pd.DataFrame:
                 steps.append(row["step"])
                 values.append(row[key])
                 series.append(key.replace("_", " "))
-    return _frame({"step": (steps, "int64"), "value": (values, "float64"), "series": (series, "str")})
+    return _frame({"step": (steps, "int64"), "value": (values, "float64"), "series": (series, "object")})
 
 
 def series_frame(metrics: list[dict], key: str) -> pd.DataFrame:

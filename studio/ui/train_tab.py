@@ -92,14 +92,19 @@ def refresh():
     return (
         trainview.status_markdown(status, job.folder.name if job else None),
         trainview.progress_html(status),
-        trainview.loss_frame(metrics),
-        trainview.series_frame(metrics, "learning_rate"),
-        trainview.series_frame(metrics, "tokens_per_s"),
+        plot_value(trainview.loss_frame(metrics)),
+        plot_value(trainview.series_frame(metrics, "learning_rate")),
+        plot_value(trainview.series_frame(metrics, "tokens_per_s")),
         trainview.history_frame(workspace().history()),
         gr.Timer(active=running),
         gr.Button(interactive=not running),
         gr.Button(interactive=running),
     )
+
+
+def plot_value(frame):
+    # A LinePlot with a colour column never draws if it first got an empty frame: start from None.
+    return frame if len(frame) else None
 
 
 def select_run(event: gr.SelectData):
@@ -162,12 +167,11 @@ def build(app: gr.Blocks, cleaned_dataset: gr.State) -> None:
     status = gr.Markdown(trainview.status_markdown({}, None), elem_id="train-status")
     progress = gr.HTML(trainview.progress_html({}), elem_id="train-progress")
     with gr.Row():
-        loss_plot = gr.LinePlot(trainview.loss_frame([]), x="step", y="value", color="series", title="Loss",
-                                elem_id="train-loss-plot")
-        lr_plot = gr.LinePlot(trainview.series_frame([], "learning_rate"), x="step", y="learning_rate",
-                              title="Learning rate", elem_id="train-lr-plot")
-        speed_plot = gr.LinePlot(trainview.series_frame([], "tokens_per_s"), x="step", y="tokens_per_s",
-                                 title="Tokens / s", elem_id="train-speed-plot")
+        loss_plot = gr.LinePlot(None, x="step", y="value", color="series", title="Loss",
+                                color_map={"loss": "#6366f1", "eval loss": "#f97316"}, elem_id="train-loss-plot")
+        lr_plot = gr.LinePlot(None, x="step", y="learning_rate", title="Learning rate", y_axis_format=".1e",
+                              elem_id="train-lr-plot")
+        speed_plot = gr.LinePlot(None, x="step", y="tokens_per_s", title="Tokens / s", elem_id="train-speed-plot")
     gr.Markdown("### Run history")
     history = gr.Dataframe(trainview.history_frame(workspace().history()), interactive=False,
                            label="Runs (select one to resume it)", elem_id="train-history")
