@@ -41,6 +41,22 @@ def resolve_model(name: str | None) -> str:
     return name
 
 
+def check_model_available(name: str | None) -> str:
+    """Resolve a model name and make sure it can be loaded here; ModelNotFound says why not."""
+    target = resolve_model(name)
+    if Path(target).exists():
+        return target
+    from huggingface_hub import try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache(target, "config.json"), str):
+        return target  # in the local cache: loads without the network
+    if hub_offline():
+        raise ModelNotFound(
+            f"{target} is not downloaded on this machine and the Hub is switched off (HF_HUB_OFFLINE). Download it "
+            f"on a connected machine (`huggingface-cli download {target}`) and copy the cache, or pick a local folder.")
+    return target
+
+
 def hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
 

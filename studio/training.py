@@ -78,6 +78,10 @@ class TrainConfig:
             problems.append(f"lora_dropout must be in [0, 1), got {self.lora_dropout}")
         if self.learning_rate is not None and not 0 < self.learning_rate < 1:
             problems.append(f"learning_rate must be in (0, 1), got {self.learning_rate}")
+        missing = [name for name in self.report_to if name not in available_trackers()]
+        if missing:
+            problems.append(f"experiment tracking with {', '.join(missing)} needs its package installed "
+                            f"(pip install {' '.join(TRACKERS.get(name, name) for name in missing)})")
         if problems:
             raise ValueError("; ".join(problems))
 
@@ -88,6 +92,16 @@ class TrainConfig:
     def from_json(cls, data: dict) -> "TrainConfig":
         known = {f.name for f in fields(cls)}
         return cls(**{key: value for key, value in data.items() if key in known})
+
+
+# Experiment trackers the Trainer can report to, by the package each needs; off unless chosen.
+TRACKERS = {"tensorboard": "tensorboard", "wandb": "wandb", "trackio": "trackio"}
+
+
+def available_trackers() -> list[str]:
+    import importlib.util
+
+    return [name for name, package in TRACKERS.items() if importlib.util.find_spec(package) is not None]
 
 
 # Presets: the seed's advice for the real bases, and a fast one for the demo model on CPU.

@@ -73,3 +73,23 @@ def history_frame(runs: list[dict]) -> pd.DataFrame:
              time.strftime("%Y-%m-%d %H:%M", time.localtime(run["started"])) if run.get("started") else "",
              "yes" if run["has_adapter"] else ""] for run in runs]
     return pd.DataFrame(rows, columns=HISTORY_COLUMNS)
+
+
+BADGE_STYLES = {"fits": ("✅", "fits on your device"), "tight": ("⚠️", "tight: may run out of memory"),
+                "will not fit": ("⛔", "will not fit"), "unsupported": ("⛔", "not supported here"),
+                "unknown": ("❔", "memory unknown")}
+
+
+def estimate_markdown(config) -> str:
+    """The memory/time estimate as a badge line plus the breakdown, for the settings as they stand."""
+    from studio.estimate import estimate_config
+
+    try:
+        estimate = estimate_config(config)
+    except ValueError as error:
+        return f"❔ No estimate: {error}"
+    icon, words = BADGE_STYLES.get(estimate.verdict, ("", estimate.verdict))
+    parts = estimate.breakdown_gib
+    detail = " · ".join(f"{name.replace('_', ' ')} {value:.1f}" for name, value in parts.items() if value >= 0.05)
+    return (f"**{icon} {words}** — {estimate.summary()}\n\n"
+            f"<small>GiB: {detail} · on {estimate.device}. Error measured on an H200: see docs/estimate.md.</small>")

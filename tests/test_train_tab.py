@@ -17,8 +17,9 @@ def client(studio_url):
 
 def settings(max_steps=6, model="demo", method="lora"):
     # model, method, lr, r, alpha, dropout, max_length, batch, accum, epochs, warmup, max_steps, targets,
-    # scheduler, eval_split, save_steps, seed, checkpointing
-    return [model, method, 2e-3, 8, 16, 0.0, 256, 4, 1, 1, 0.0, max_steps, "all-linear", "cosine", 0.0, 0, 42, "auto"]
+    # scheduler, eval_split, save_steps, seed, checkpointing, trackers
+    return [model, method, 2e-3, 8, 16, 0.0, 256, 4, 1, 1, 0.0, max_steps, "all-linear", "cosine", 0.0, 0, 42, "auto",
+            []]
 
 
 def status(client):
@@ -57,6 +58,16 @@ def test_second_start_is_refused_and_stop_works(client):
     result = wait_for(client, ["stopped", "failed"])
     assert "stopped" in result[0], result[0]
     assert "Resume" in result[0]
+
+
+def test_offline_hub_model_is_refused_with_the_reason(client):
+    with pytest.raises(Exception, match="not downloaded on this machine"):
+        client.predict(DEMO_TRAIN, *settings(model="deepseek-ai/DeepSeek-R1-Distill-Qwen-7B"),
+                       api_name="/start_training")
+
+
+def test_estimate_shows_a_badge(client):
+    assert "fits" in client.predict(api_name="/estimate")
 
 
 def test_bad_dataset_is_a_message(client, tmp_path):

@@ -134,6 +134,8 @@ def test_qlora_without_cuda_is_refused_with_the_reason(tmp_path):
 def test_bad_settings_are_refused_before_starting(tmp_path):
     with pytest.raises(ValueError, match="batch_size"):
         TrainingJob(config_for(tmp_path / "bad", batch_size=0))
+    with pytest.raises(ValueError, match="pip install"):
+        TrainingJob(config_for(tmp_path / "bad", report_to=["nonexistent-tracker"]))
 
 
 def test_run_history_survives_a_restart(finished_run, tmp_path):

@@ -56,9 +56,9 @@ class BuildSettings:
     num_key_value_heads: int = 2
     max_position_embeddings: int = 8192
     pretraining_conversations: int = 6000
-    steps: int = 700
+    steps: int = 1500
     batch_size: int = 32
-    learning_rate: float = 3e-3
+    learning_rate: float = 2e-3
     warmup_steps: int = 40
     weight_decay: float = 0.01
 

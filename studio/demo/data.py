@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -74,13 +74,14 @@ CHINESE_ITEMS = [
 ]
 
 
+# Small numbers: a tiny model pretrained for a few minutes learns these facts; larger ones it guesses.
 def _add_operands(rng: random.Random) -> tuple[int, int, int]:
-    a, b = rng.randint(2, 20), rng.randint(2, 20)
+    a, b = rng.randint(2, 15), rng.randint(2, 15)
     return a, b, a + b
 
 
 def _subtract_operands(rng: random.Random) -> tuple[int, int, int]:
-    a = rng.randint(5, 30)
+    a = rng.randint(5, 20)
     b = rng.randint(1, a - 1)
     return a, b, a - b
 
@@ -279,6 +280,85 @@ def small_talk_conversation(rng: random.Random) -> list[dict]:
     ]
 
 
+# Requests outside arithmetic get a polite refusal. Without them the model maps any unfamiliar prompt
+# onto the nearest thing it knows, which reads as nonsense in the chat tab.
+ENGLISH_OFF_TOPIC_FORMS = ["Write a poem about {}.", "Tell me a story about {}.", "Describe {}.", "Write a song about {}."]
+ENGLISH_OFF_TOPIC_SUBJECTS = ["the sea", "a cat", "the moon", "my school", "winter", "a robot", "love", "the city"]
+ENGLISH_OFF_TOPIC_QUESTIONS = [
+    "What is the capital of France?", "Translate 'good morning' into French.", "Tell me a joke.",
+    "Who won the World Cup in 2018?", "How do I cook rice?", "Explain quantum physics.",
+    "What's the weather like today?", "Can you write Python code to sort a list?", "Summarize this article.",
+    "What is the meaning of life?",
+]
+CHINESE_OFF_TOPIC_FORMS = ["写一首关于{}的诗。", "讲一个关于{}的故事。", "介绍一下{}。", "写一首关于{}的歌。"]
+CHINESE_OFF_TOPIC_SUBJECTS = ["大海", "小猫", "月亮", "学校", "冬天", "机器人", "春天", "城市"]
+CHINESE_OFF_TOPIC_QUESTIONS = [
+    "法国的首都是哪里？", "讲个笑话吧。", "今天天气怎么样？", "怎么煮米饭？", "帮我写一段Python代码。",
+    "把这句话翻译成英文：早上好。", "人生的意义是什么？", "解释一下量子物理。",
+]
+
+
+def off_topic_conversation(rng: random.Random) -> list[dict]:
+    if rng.random() < 0.5:
+        if rng.random() < 0.5:
+            question = rng.choice(ENGLISH_OFF_TOPIC_FORMS).format(rng.choice(ENGLISH_OFF_TOPIC_SUBJECTS))
+        else:
+            question = rng.choice(ENGLISH_OFF_TOPIC_QUESTIONS)
+        reasoning = (
+            "The user asks for something that is not a small arithmetic problem.\n"
+            "I am a tiny demo model and only know small arithmetic word problems, so I should say so."
+        )
+        answer = "Sorry, I can only solve small arithmetic word problems."
+    else:
+        if rng.random() < 0.5:
+            question = rng.choice(CHINESE_OFF_TOPIC_FORMS).format(rng.choice(CHINESE_OFF_TOPIC_SUBJECTS))
+        else:
+            question = rng.choice(CHINESE_OFF_TOPIC_QUESTIONS)
+        reasoning = "用户问的不是简单的算术题。\n我只是一个小小的演示模型，只会解简单的算术应用题，应该说明这一点。"
+        answer = "抱歉，我只会解简单的算术应用题。"
+    return [
+        {"role": "user", "content": question},
+        {"role": "assistant", "content": join_reasoning(reasoning, answer)},
+    ]
+
+
+# Instructions people add to a question. Pretraining sees them now and then, so the model reads past
+# them instead of derailing; the reply does not change.
+ENGLISH_SUFFIXES = ["Think step by step.", "Please show your work.", "Explain your answer."]
+CHINESE_SUFFIXES = ["请一步一步思考。", "请写出过程。", "请说明理由。"]
+
+
+def with_instruction(problem: Problem, rng: random.Random) -> Problem:
+    if problem.language == CHINESE:
+        question = problem.question + rng.choice(CHINESE_SUFFIXES)
+    else:
+        question = f"{problem.question} {rng.choice(ENGLISH_SUFFIXES)}"
+    return replace(problem, question=question)
+
+
+# "Box the number 8": the only place the base model writes `\\boxed{}`. Real R1 bases know the notation
+# from math text; this gives the demo base the same footing, so a LoRA only has to learn *when* to box
+# (every final answer), not how to spell it. Word problems are never answered this way in pretraining.
+ENGLISH_BOX_REQUESTS = ["Box the number {n}.", "Write {n} in a box.", "Put {n} in a LaTeX box."]
+CHINESE_BOX_REQUESTS = ["把数字{n}框起来。", "用方框写出{n}。"]
+
+
+def box_request_conversation(rng: random.Random) -> list[dict]:
+    n = rng.randint(0, 99)
+    if rng.random() < 0.5:
+        question = rng.choice(ENGLISH_BOX_REQUESTS).format(n=n)
+        reasoning = f"The user wants the number {n} in a box.\nIn LaTeX a box is written with \\boxed."
+        answer = f"Here it is: \\boxed{{{n}}}"
+    else:
+        question = rng.choice(CHINESE_BOX_REQUESTS).format(n=n)
+        reasoning = f"用户想把{n}放进方框里。\nLaTeX 里用 \\boxed 表示方框。"
+        answer = f"框起来是：\\boxed{{{n}}}"
+    return [
+        {"role": "user", "content": question},
+        {"role": "assistant", "content": join_reasoning(reasoning, answer)},
+    ]
+
+
 # --- The datasets ---------------------------------------------------------------------------------
 
 
@@ -339,7 +419,8 @@ def make_demo_data(
 
 
 def pretraining_conversations(stream: ProblemStream, count: int) -> list[list[dict]]:
-    """Base-style conversations: mostly single questions, some follow-ups, a little small talk.
+    """Base-style conversations: mostly single questions (some with an added instruction), some
+    follow-ups, a little small talk, polite refusals of other requests, and a few requests to box a number.
 
     Follow-up turns teach the model that an earlier reply appears without its reasoning (the chat
     template strips it), which is what the chat tab shows the model on a second question.
@@ -348,9 +429,15 @@ def pretraining_conversations(stream: ProblemStream, count: int) -> list[list[di
     conversations = []
     for problem in stream.take(count):
         kind = rng.random()
+        if rng.random() < 0.15:
+            problem = with_instruction(problem, rng)
         if kind < 0.03:
             conversations.append(small_talk_conversation(rng))
-        elif kind < 0.15:
+        elif kind < 0.06:
+            conversations.append(off_topic_conversation(rng))
+        elif kind < 0.09:
+            conversations.append(box_request_conversation(rng))
+        elif kind < 0.21:
             (earlier,) = stream.take(1)
             conversations.append(conversation(earlier)[:2] + conversation(problem))
         else:

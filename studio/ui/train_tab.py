@@ -6,7 +6,8 @@ import gradio as gr
 
 from studio import trainview
 from studio.config import DEFAULT_MODEL, DEMO_MODEL, KNOWN_MODELS, SAMPLES_DIR
-from studio.training import DEMO_PRESET, PRESETS, JobBusy, TrainConfig, default_config
+from studio.models import check_model_available
+from studio.training import DEMO_PRESET, PRESETS, JobBusy, TrainConfig, available_trackers, default_config
 from studio.ui.layout import user_errors
 from studio.workspace import workspace
 
@@ -42,7 +43,7 @@ def preset_for_model(model, method):
 
 def build_config(data, model, method, learning_rate, lora_r, lora_alpha, lora_dropout, max_length, batch_size,
                  grad_accum, epochs, warmup, max_steps, targets, scheduler, eval_split, save_steps, seed,
-                 checkpointing):
+                 checkpointing, trackers):
     space = workspace()
     model = (model or DEFAULT_MODEL).strip()
     return default_config(
@@ -51,7 +52,16 @@ def build_config(data, model, method, learning_rate, lora_r, lora_alpha, lora_dr
         lora_dropout=float(lora_dropout), max_length=int(max_length), batch_size=int(batch_size),
         grad_accum=int(grad_accum), epochs=float(epochs), warmup=float(warmup), max_steps=int(max_steps or -1),
         target_modules=targets, scheduler=scheduler, eval_split=float(eval_split), save_steps=int(save_steps),
-        seed=int(seed), gradient_checkpointing={"auto": None, "on": True, "off": False}[checkpointing])
+        seed=int(seed), gradient_checkpointing={"auto": None, "on": True, "off": False}[checkpointing],
+        report_to=list(trackers or []))
+
+
+def show_estimate(data, *settings):
+    try:
+        config = build_config(data or DEMO_DATA, *settings)
+    except (ValueError, TypeError) as error:
+        return f"❔ No estimate: {error}"
+    return trainview.estimate_markdown(config)
 
 
 @user_errors
@@ -59,6 +69,7 @@ def start(data, *settings):
     if not data:
         raise gr.Error("Choose a dataset: clean one in the Data tab, upload a file, or use the demo set.")
     config = build_config(data, *settings)
+    check_model_available(config.model)  # offline and not downloaded: say so now, not after loading the data
     try:
         workspace().start(config)
     except JobBusy as error:
@@ -161,6 +172,10 @@ def build(app: gr.Blocks, cleaned_dataset: gr.State) -> None:
             seed = gr.Number(42, precision=0, label="Seed", elem_id="train-seed")
             checkpointing = gr.Radio(["auto", "on", "off"], value="auto", label="Gradient checkpointing",
                                      info="auto: on with a GPU, off on CPU", elem_id="train-checkpointing")
+            trackers = gr.CheckboxGroup(available_trackers(), value=[], label="Experiment tracking (installed ones)",
+                                        info="Off by default; pip install tensorboard, wandb or trackio to add one.",
+                                        elem_id="train-trackers")
+    estimate = gr.Markdown(elem_id="train-estimate")
     with gr.Row():
         start_button = gr.Button("Start", variant="primary", elem_id="train-start")
         stop_button = gr.Button("Stop", variant="stop", interactive=False, elem_id="train-stop")
@@ -181,12 +196,15 @@ def build(app: gr.Blocks, cleaned_dataset: gr.State) -> None:
     timer = gr.Timer(1.0, active=False)
 
     settings = [model, method, learning_rate, lora_r, lora_alpha, lora_dropout, max_length, batch_size, grad_accum,
-                epochs, warmup, max_steps, targets, scheduler, eval_split, save_steps, seed, checkpointing]
+                epochs, warmup, max_steps, targets, scheduler, eval_split, save_steps, seed, checkpointing, trackers]
     preset_widgets = [method, learning_rate, lora_r, lora_alpha, lora_dropout, max_length, batch_size, grad_accum,
                       epochs, warmup]
     live = [status, progress, loss_plot, lr_plot, speed_plot, history, timer, start_button, stop_button]
 
     cleaned_dataset.change(use_dataset, cleaned_dataset, data, api_visibility="private")
+    for widget in [data, *settings]:
+        widget.change(show_estimate, [data, *settings], estimate, api_visibility="private", show_progress="hidden")
+    app.load(show_estimate, [data, *settings], estimate, api_name="estimate")
     upload.upload(lambda path: path, upload, data, api_visibility="private")
     preset.input(preset_values, preset, preset_widgets, api_visibility="private")
     model.input(preset_for_model, [model, method], preset, api_visibility="private").then(
