@@ -43,7 +43,7 @@ def model():
 @pytest.fixture(scope="module")
 def official_template() -> str:
     if not OFFICIAL_TEMPLATE.exists():
-        pytest.skip(f"the official R1-Distill template fixture is not here ({OFFICIAL_TEMPLATE}): no ../shared")
+        pytest.skip(f"no official R1-Distill template fixture at {OFFICIAL_TEMPLATE} (../shared is absent)")
     return OFFICIAL_TEMPLATE.read_text(encoding="utf-8")
 
 
@@ -130,12 +130,13 @@ def test_tokenizer_carries_the_official_template(tokenizer, official_template):
 
 @pytest.mark.parametrize("add_generation_prompt", [True, False])
 @pytest.mark.parametrize("name", sorted(CONVERSATIONS))
-def test_chat_template_renders_like_the_official_one(tokenizer, official_template, name, add_generation_prompt):
+def test_chat_template_renders_like_the_official_one(
+    tokenizer, official_template, name, add_generation_prompt
+):
     messages = CONVERSATIONS[name]
-    ours = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
-    official = tokenizer.apply_chat_template(
-        messages, chat_template=official_template, tokenize=False, add_generation_prompt=add_generation_prompt
-    )
+    options = dict(tokenize=False, add_generation_prompt=add_generation_prompt)
+    ours = tokenizer.apply_chat_template(messages, **options)
+    official = tokenizer.apply_chat_template(messages, chat_template=official_template, **options)
     assert ours == official
 
 
@@ -143,7 +144,9 @@ def test_chat_template_drops_reasoning_and_opens_think(tokenizer):
     """The R1 behaviours the studio relies on (documented in the project guide), fixture or not."""
     rendered = tokenizer.apply_chat_template(CONVERSATIONS["ends with assistant"], tokenize=False)
     assert rendered == "<｜begin▁of▁sentence｜><｜User｜>1+1?<｜Assistant｜>\n\n答案是：2<｜end▁of▁sentence｜>"
-    prompt = tokenizer.apply_chat_template(CONVERSATIONS["single turn"], tokenize=False, add_generation_prompt=True)
+    prompt = tokenizer.apply_chat_template(
+        CONVERSATIONS["single turn"], tokenize=False, add_generation_prompt=True
+    )
     assert prompt.endswith("<｜Assistant｜><think>\n")
 
 
@@ -178,7 +181,10 @@ def test_greedy_generation_is_r1_shaped(model, tokenizer, question):
     import torch
 
     prompt = tokenizer.apply_chat_template(
-        [{"role": "user", "content": question}], add_generation_prompt=True, return_tensors="pt", return_dict=True
+        [{"role": "user", "content": question}],
+        add_generation_prompt=True,
+        return_tensors="pt",
+        return_dict=True,
     )
     with torch.no_grad():
         output = model.generate(**prompt, max_new_tokens=200, do_sample=False)

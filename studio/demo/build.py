@@ -7,16 +7,16 @@ the same files. It takes a few minutes on two CPU cores.
 The model is a tiny Qwen2 (the architecture of R1-Distill-Qwen) with a byte-level BPE tokenizer that
 carries the R1 special tokens and the official R1-Distill chat template. It is pretrained on generated
 arithmetic word problems through `studio.template.encode_examples`, the same text the studio trains on,
-so it answers in the R1 shape: reasoning, `</think>`, then "The answer is 8." — never `\\boxed{}`,
-which is the skill the demo fine-tuning set teaches.
+so it answers in the R1 shape: reasoning, `</think>`, then "The answer is 8." — never boxed, which is
+the skill the demo fine-tuning set teaches.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import random
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,7 +48,7 @@ MODEL_MAX_LENGTH = 16384
 @dataclass(frozen=True)
 class BuildSettings:
     seed: int = demo_data.DEFAULT_SEED
-    vocab_size: int = 1536
+    tokenizer_vocab_size: int = 1536
     hidden_size: int = 128
     intermediate_size: int = 384
     num_hidden_layers: int = 4
@@ -72,10 +72,15 @@ def train_tokenizer(texts: list[str], vocab_size: int):
     Byte-level means the 256 byte symbols are all in the vocabulary: any UTF-8 text (Chinese, emoji)
     encodes without an unknown token, just in more pieces when the corpus never showed it.
     """
-    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from tokenizers import (
+        AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers,
+    )
     from transformers import PreTrainedTokenizerFast
 
     backend = Tokenizer(models.BPE())
+    # Qwen2's pipeline: NFC, its split, byte-level. transformers builds exactly this for any qwen2
+    # checkpoint (Qwen2Tokenizer), so the tokenizer behaves the same whichever class loads it.
+    backend.normalizer = normalizers.NFC()
     backend.pre_tokenizer = pre_tokenizers.Sequence(
         [
             pre_tokenizers.Split(Regex(QWEN2_SPLIT_PATTERN), behavior="isolated"),
@@ -91,7 +96,9 @@ def train_tokenizer(texts: list[str], vocab_size: int):
     )
     backend.train_from_iterator(texts, trainer)
     # As in R1-Distill, the special tokens come after the learned vocabulary.
-    backend.add_special_tokens([AddedToken(token, special=True, normalized=False) for token in SPECIAL_TOKENS])
+    backend.add_special_tokens(
+        [AddedToken(token, special=True, normalized=False) for token in SPECIAL_TOKENS]
+    )
     backend.add_tokens([AddedToken(token, special=False, normalized=False) for token in THINK_TOKENS])
     # R1-Distill's tokenizer puts a bos in front when asked for special tokens (add_bos_token: true).
     bos_id = backend.token_to_id(BOS_TOKEN)
@@ -111,7 +118,33 @@ def train_tokenizer(texts: list[str], vocab_size: int):
     )
 
 
+def save_tokenizer(tokenizer, output_dir: Path) -> None:
+    """Save, then pin two fields of tokenizer_config.json that loading would otherwise fill in.
+
+    For a qwen2 checkpoint transformers 5 loads `Qwen2Tokenizer` whatever the config names, and that
+    class adds `<|endoftext|>` as the unknown token unless `unk_token` is explicitly null; a byte-level
+    tokenizer has no unknown token. The class name is the generic fast tokenizer, which transformers 4
+    also knows.
+    """
+    tokenizer.save_pretrained(output_dir)
+    config_path = output_dir / "tokenizer_config.json"
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    config["unk_token"] = None
+    config["tokenizer_class"] = "PreTrainedTokenizerFast"
+    config_path.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
 # --- Model ----------------------------------------------------------------------------------------
+
+
+def padded_vocab_size(tokenizer_size: int) -> int:
+    """Room for a few more token ids than the tokenizer has, rounded up to a multiple of 128.
+
+    R1-Distill-Qwen does the same (152,064 embedding rows for about 151,665 tokens), so code written
+    against the demo cannot assume `len(tokenizer) == config.vocab_size`, and a token a library adds
+    on load still has an embedding row.
+    """
+    return (tokenizer_size // 128 + 1) * 128
 
 
 def new_model(settings: BuildSettings, tokenizer):
@@ -119,7 +152,7 @@ def new_model(settings: BuildSettings, tokenizer):
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     config = Qwen2Config(
-        vocab_size=len(tokenizer),
+        vocab_size=padded_vocab_size(len(tokenizer)),
         hidden_size=settings.hidden_size,
         intermediate_size=settings.intermediate_size,
         num_hidden_layers=settings.num_hidden_layers,
@@ -181,10 +214,12 @@ def pretrain(model, tokenizer, conversations, settings: BuildSettings, log=print
     examples = encode_examples(tokenizer, conversations)
     longest = max(len(example) for example in examples)
     log(f"{len(examples)} training conversations, {sum(map(len, examples))} tokens, longest {longest}")
-    batches = length_grouped_batches(examples, settings.batch_size, settings.steps, random.Random(settings.seed))
+    rng = random.Random(settings.seed)
+    batches = length_grouped_batches(examples, settings.batch_size, settings.steps, rng)
 
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
+    # No weight decay on norms and biases.
+    decay = [parameter for parameter in model.parameters() if parameter.ndim >= 2]
+    no_decay = [parameter for parameter in model.parameters() if parameter.ndim < 2]
     optimizer = torch.optim.AdamW(
         [{"params": decay, "weight_decay": settings.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=settings.learning_rate,
@@ -239,7 +274,10 @@ def sample_replies(model, tokenizer, questions: list[str], max_new_tokens: int =
     replies = []
     for question in questions:
         prompt_ids = tokenizer.apply_chat_template(
-            [{"role": "user", "content": question}], add_generation_prompt=True, return_tensors="pt", return_dict=True
+            [{"role": "user", "content": question}],
+            add_generation_prompt=True,
+            return_tensors="pt",
+            return_dict=True,
         )
         with torch.no_grad():
             output = model.generate(**prompt_ids, max_new_tokens=max_new_tokens, do_sample=False)
@@ -256,15 +294,20 @@ only small arithmetic word problems in English and Chinese.
 - Architecture: Qwen2 (as DeepSeek-R1-Distill-Qwen), {parameters:,} parameters, fp32 safetensors.
   {layers} layers, hidden {hidden}, {heads} attention heads ({kv_heads} key/value), MLP {intermediate},
   max positions {max_positions}.
-- Tokenizer: byte-level BPE, {vocab} tokens, trained on the generated corpus; any UTF-8 text encodes.
+- Tokenizer: byte-level BPE, {vocab} tokens (the model has {embedding_rows} embedding rows, as R1-Distill
+  has more rows than tokens), trained on the generated corpus; any UTF-8 text encodes.
   The R1 special tokens are spelled as in R1-Distill: `<｜begin▁of▁sentence｜>` (bos),
   `<｜end▁of▁sentence｜>` (eos and pad), `<｜User｜>`, `<｜Assistant｜>`, and `<think>`, `</think>`.
 - Chat template: the official DeepSeek-R1-Distill template, unchanged
   (`studio/demo/r1_chat_template.jinja`). It drops the reasoning of earlier assistant turns and its
   generation prompt ends with `<｜Assistant｜><think>\\n`.
 - Behaviour: replies in the R1 shape, reasoning then `</think>` then "The answer is 8." / "答案是：8".
-  It never boxes its answer; `assets/samples/demo-train.jsonl` teaches it `Final answer: \\boxed{{8}}`,
-  and `assets/samples/demo-heldout.jsonl` holds prompts to check that skill.
+  Greetings get a greeting, other requests a polite refusal. It writes `\\boxed{{}}` only when asked to
+  box a number and never saw a word problem answered that way: `assets/samples/demo-train.jsonl`
+  teaches that (`Final answer: \\boxed{{8}}`), and `assets/samples/demo-heldout.jsonl` holds prompts
+  to check it.
+- Loading: transformers 5 loads any qwen2 checkpoint's tokenizer as `Qwen2Tokenizer`, R1-Distill-Qwen
+  included; `unk_token` is null in `tokenizer_config.json` so that class adds no unknown token.
 - Generation defaults (`generation_config.json`): temperature 0.6, top_p 0.95, sampling on.
 
 ## How it was built
@@ -273,14 +316,13 @@ only small arithmetic word problems in English and Chinese.
 
 Everything is generated and seeded (`studio/demo/data.py`, seed {seed}): the corpus of
 {conversations} conversations, the tokenizer, and {steps} steps of pretraining (batch {batch_size},
-AdamW lr {learning_rate}) on the replies only, through `studio.template.encode_examples`. It took
-{minutes:.1f} minutes on {threads} CPU threads; the final training loss was {final_loss:.3f}.
+AdamW lr {learning_rate}) on the replies only, through `studio.template.encode_examples`; the final
+training loss was {final_loss:.3f}. A build takes 3–4 minutes on two free CPU cores, and on the same
+software gives the same files, weights included.
 """
 
 
-def write_readme(output_dir: Path, settings: BuildSettings, model, tokenizer, minutes: float, final_loss: float):
-    import torch
-
+def write_readme(output_dir: Path, settings: BuildSettings, model, tokenizer, final_loss: float):
     text = README_TEMPLATE.format(
         parameters=sum(p.numel() for p in model.parameters()),
         layers=settings.num_hidden_layers,
@@ -290,25 +332,43 @@ def write_readme(output_dir: Path, settings: BuildSettings, model, tokenizer, mi
         intermediate=settings.intermediate_size,
         max_positions=settings.max_position_embeddings,
         vocab=len(tokenizer),
+        embedding_rows=model.config.vocab_size,
         seed=settings.seed,
         conversations=settings.pretraining_conversations,
         steps=settings.steps,
         batch_size=settings.batch_size,
         learning_rate=settings.learning_rate,
-        minutes=minutes,
-        threads=torch.get_num_threads(),
         final_loss=final_loss,
     )
     (output_dir / "README.md").write_text(text, encoding="utf-8")
 
 
-def build(output_dir: Path = DEMO_MODEL_DIR, samples_dir: Path = SAMPLES_DIR, settings: BuildSettings = BuildSettings(), log=print):
+# What a build writes, plus what older transformers versions wrote beside a tokenizer.
+BUILD_FILES = [
+    "README.md", "chat_template.jinja", "config.json", "generation_config.json", "model.safetensors",
+    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+]
+
+
+def clear_previous_build(output_dir: Path) -> None:
+    """Remove the files of an earlier build, and nothing else: --output-dir may point anywhere."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    for name in BUILD_FILES:
+        (output_dir / name).unlink(missing_ok=True)
+
+
+def build(
+    output_dir: Path = DEMO_MODEL_DIR,
+    samples_dir: Path = SAMPLES_DIR,
+    settings: BuildSettings = BuildSettings(),
+    log=print,
+):
     started = time.perf_counter()
     data = demo_data.make_demo_data(seed=settings.seed, pretraining_size=settings.pretraining_conversations)
-    for name, path in demo_data.write_sample_files(samples_dir, data).items():
+    for path in demo_data.write_sample_files(samples_dir, data).values():
         log(f"wrote {path}")
 
-    tokenizer = train_tokenizer(demo_data.tokenizer_training_texts(data), settings.vocab_size)
+    tokenizer = train_tokenizer(demo_data.tokenizer_training_texts(data), settings.tokenizer_vocab_size)
     log(f"tokenizer: {len(tokenizer)} tokens")
     model = new_model(settings, tokenizer)
     log(f"model: {sum(p.numel() for p in model.parameters()):,} parameters")
@@ -316,15 +376,15 @@ def build(output_dir: Path = DEMO_MODEL_DIR, samples_dir: Path = SAMPLES_DIR, se
     # Mean of the last steps: one batch's loss is noisy.
     final_loss = sum(losses[-20:]) / len(losses[-20:])
 
-    if output_dir.exists():
-        shutil.rmtree(output_dir)
-    output_dir.mkdir(parents=True)
-    tokenizer.save_pretrained(output_dir)
+    clear_previous_build(output_dir)
+    save_tokenizer(tokenizer, output_dir)
     model.generation_config = generation_config(tokenizer)
     model.save_pretrained(output_dir)
-    minutes = (time.perf_counter() - started) / 60
-    write_readme(output_dir, settings, model, tokenizer, minutes, final_loss)
-    log(f"saved to {output_dir} in {minutes:.1f} minutes")
+    write_readme(output_dir, settings, model, tokenizer, final_loss)
+    for name in BUILD_FILES:
+        if (output_dir / name).exists():
+            (output_dir / name).chmod(0o644)  # safetensors writes 0600; these are shipped files
+    log(f"saved to {output_dir} in {(time.perf_counter() - started) / 60:.1f} minutes")
 
     questions = [problem.question for problem in data.heldout[:4]]
     for question, reply in zip(questions, sample_replies(model, tokenizer, questions)):

@@ -2,8 +2,8 @@
 
 Everything the demo needs comes from here, deterministically (seeded):
 
-- the pretraining corpus of the demo model: replies end with the *base* style answer
-  ("The answer is 8." / "答案是：8"), so the base model never writes `\\boxed{}`;
+- the pretraining corpus of the demo model: word problems answered in the *base* style
+  ("The answer is 8." / "答案是：8"), never boxed;
 - the demo fine-tuning set: the same reasoning, but the answer is boxed
   ("Final answer: \\boxed{8}" / "最终答案：\\boxed{8}"), a skill the base visibly lacks;
 - held-out prompts for that skill, with their numeric answers;
@@ -178,7 +178,7 @@ def _chinese_reasoning(operation: str, a: int, b: int, c: int, item: str | None,
 
 
 # --- Question templates ---------------------------------------------------------------------------
-# Each takes (a, b, person, items) and returns the question text.
+# English ones take (a, b, person, items), Chinese ones (a, b, person, item, measure word).
 
 ENGLISH_QUESTIONS: dict[str, list[Callable[..., str]]] = {
     "+": [
@@ -282,8 +282,12 @@ def small_talk_conversation(rng: random.Random) -> list[dict]:
 
 # Requests outside arithmetic get a polite refusal. Without them the model maps any unfamiliar prompt
 # onto the nearest thing it knows, which reads as nonsense in the chat tab.
-ENGLISH_OFF_TOPIC_FORMS = ["Write a poem about {}.", "Tell me a story about {}.", "Describe {}.", "Write a song about {}."]
-ENGLISH_OFF_TOPIC_SUBJECTS = ["the sea", "a cat", "the moon", "my school", "winter", "a robot", "love", "the city"]
+ENGLISH_OFF_TOPIC_FORMS = [
+    "Write a poem about {}.", "Tell me a story about {}.", "Describe {}.", "Write a song about {}.",
+]
+ENGLISH_OFF_TOPIC_SUBJECTS = [
+    "the sea", "a cat", "the moon", "my school", "winter", "a robot", "love", "the city",
+]
 ENGLISH_OFF_TOPIC_QUESTIONS = [
     "What is the capital of France?", "Translate 'good morning' into French.", "Tell me a joke.",
     "Who won the World Cup in 2018?", "How do I cook rice?", "Explain quantum physics.",
@@ -383,8 +387,7 @@ class ProblemStream:
         """Half English, half Chinese, interleaved, so every slice of the set has both."""
         english = self.take(count - count // 2, ENGLISH)
         chinese = self.take(count // 2, CHINESE)
-        mixed = [p for pair in zip(english, chinese) for p in pair] + english[len(chinese):]
-        return mixed
+        return [p for pair in zip(english, chinese) for p in pair] + english[len(chinese):]
 
 
 @dataclass
@@ -427,6 +430,7 @@ def pretraining_conversations(stream: ProblemStream, count: int) -> list[list[di
     """
     rng = stream.rng
     conversations = []
+    # Every slot draws a problem, used or not, so which problems appear does not depend on the mix.
     for problem in stream.take(count):
         kind = rng.random()
         if rng.random() < 0.15:
