@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from studio import config as studio_config
+from studio.generate import ChatEngine
 from studio.runs import RunFolder, list_runs
 from studio.training import TrainConfig, TrainingJob
 
@@ -19,6 +20,24 @@ class Workspace:
     def __init__(self, runs_dir: Path | None = None):
         self.runs_dir = Path(runs_dir or studio_config.RUNS_DIR)
         self.job: TrainingJob | None = None
+        self.chat = ChatEngine()
+
+    def training_busy(self) -> str | None:
+        """Why the device is taken by training, or None when it is free for chat."""
+        job = self.job
+        if job and job.running:
+            status = job.status
+            return (f"Training run {job.folder.name} is using the device (step {status.get('step', 0)} of "
+                    f"{status.get('max_steps') or '?'}). Chat when it finishes, or stop it in the Train tab.")
+        return None
+
+    def adapters(self) -> list[tuple[str, str]]:
+        """(label, path) of runs that have an adapter (final or from a checkpoint), newest first."""
+        choices = []
+        for run in self.history():
+            if run["has_adapter"] or run["resumable"]:
+                choices.append((f"{run['name']} ({run['state']}, {run['model']})", run["path"]))
+        return choices
 
     def new_run_folder(self, model: str, method: str) -> Path:
         short = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(model.rstrip("/")).name or "model")

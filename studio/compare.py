@@ -1,0 +1,139 @@
+"""Batch compare: many prompts through base and LoRA, a table per prompt and a summary.
+
+Per answer: reasoning length, whether it keeps R1's shape (`…</think>` then an answer), whether it
+matches the reference, and — when an answer pattern is given — whether it shows the taught form (for the
+demo: the final answer in `\\boxed{}`).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import orjson
+
+from studio.generate import BASE, LORA, ChatEngine, Reply, SamplingSettings
+
+_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
+DEMO_PATTERN = r"\\boxed\{"
+
+
+@dataclass
+class Prompt:
+    text: str
+    reference: str | None = None
+
+
+def read_prompts(path: str | Path) -> list[Prompt]:
+    """JSONL/JSON rows with `prompt` (or `query`/`question`/`instruction`) and an optional `reference`;
+    a .txt file holds one prompt per line."""
+    path = Path(path)
+    if not path.exists():
+        raise ValueError(f"{path}: no such file")
+    if path.suffix.lower() == ".txt":
+        return [Prompt(line.strip()) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    data = path.read_bytes()
+    rows = []
+    try:
+        if path.suffix.lower() == ".json":
+            rows = orjson.loads(data)
+        else:
+            rows = [orjson.loads(line) for line in data.splitlines() if line.strip()]
+    except orjson.JSONDecodeError as error:
+        raise ValueError(f"{path.name}: not valid JSON ({error}); one object per line with a `prompt` field") from None
+    prompts = []
+    for number, row in enumerate(rows, 1):
+        if isinstance(row, str):
+            prompts.append(Prompt(row))
+            continue
+        text = next((row.get(key) for key in ("prompt", "query", "question", "instruction") if row.get(key)), None)
+        if not text:
+            raise ValueError(f"{path.name}, row {number}: no `prompt` (or query/question/instruction) field")
+        reference = row.get("reference", row.get("answer"))
+        prompts.append(Prompt(str(text), None if reference is None else str(reference)))
+    if not prompts:
+        raise ValueError(f"{path.name}: no prompts in it")
+    return prompts
+
+
+def matches_reference(answer: str, reference: str | None) -> bool | None:
+    """Whether the answer's final number (or, for text references, the answer) equals the reference."""
+    if reference is None:
+        return None
+    reference = reference.strip()
+    if _NUMBER.fullmatch(reference):
+        numbers = _NUMBER.findall(answer)
+        return bool(numbers) and float(numbers[-1]) == float(reference)
+    return reference.lower() in answer.lower()
+
+
+@dataclass
+class CompareRow:
+    prompt: Prompt
+    replies: dict[str, Reply]
+
+    def to_json(self, pattern: re.Pattern | None) -> dict:
+        out = {"prompt": self.prompt.text, "reference": self.prompt.reference}
+        for side, reply in self.replies.items():
+            out[side] = {**reply.to_json(),
+                         "matches_reference": matches_reference(reply.answer, self.prompt.reference),
+                         "shows_pattern": bool(pattern.search(reply.answer)) if pattern else None}
+        return out
+
+
+@dataclass
+class CompareResult:
+    rows: list[CompareRow]
+    pattern: str | None = None
+    settings: dict = field(default_factory=dict)
+
+    def table(self) -> list[dict]:
+        pattern = re.compile(self.pattern) if self.pattern else None
+        return [row.to_json(pattern) for row in self.rows]
+
+    def summary(self) -> dict:
+        table = self.table()
+        summary = {"prompts": len(table)}
+        for side in (BASE, LORA):
+            answers = [row[side] for row in table if side in row]
+            if not answers:
+                continue
+            matched = [a["matches_reference"] for a in answers if a["matches_reference"] is not None]
+            shown = [a["shows_pattern"] for a in answers if a["shows_pattern"] is not None]
+            summary[side] = {
+                "format_compliance": _percent(sum(a["well_formed"] for a in answers), len(answers)),
+                "answer_match": _percent(sum(matched), len(matched)) if matched else None,
+                "pattern": _percent(sum(shown), len(shown)) if shown else None,
+                "mean_reasoning_tokens": round(sum(a["reasoning_tokens"] for a in answers) / len(answers), 1),
+            }
+        return summary
+
+    def to_json(self) -> dict:
+        return {"pattern": self.pattern, "settings": self.settings, "summary": self.summary(), "rows": self.table()}
+
+
+def _percent(part: int, whole: int) -> float:
+    return round(100.0 * part / whole, 1) if whole else 0.0
+
+
+def run_compare(engine: ChatEngine, prompts: list[Prompt], settings: SamplingSettings, *,
+                pattern: str | None = None, batch_size: int = 16,
+                progress: Callable[[float, str], None] | None = None) -> CompareResult:
+    """Every prompt through base and LoRA (one batch of base and LoRA rows per prompt group)."""
+    if pattern:
+        try:
+            re.compile(pattern)
+        except re.error as error:
+            raise ValueError(f"answer pattern {pattern!r} is not a valid regular expression: {error}") from None
+    rows: list[CompareRow] = []
+    for start in range(0, len(prompts), batch_size):
+        if progress:
+            progress(start / len(prompts), f"Prompts {start + 1}–{min(start + batch_size, len(prompts))} of {len(prompts)}")
+        group = prompts[start:start + batch_size]
+        conversations = [[{"role": "user", "content": prompt.text}] for prompt in group]
+        for prompt, replies in zip(group, engine.answer_many(conversations, settings)):
+            rows.append(CompareRow(prompt, replies))
+    return CompareResult(rows, pattern, {"temperature": settings.temperature, "top_p": settings.top_p,
+                                         "max_new_tokens": settings.max_new_tokens, "seed": settings.seed})

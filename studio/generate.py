@@ -1,0 +1,306 @@
+"""Base vs LoRA generation: one base model in memory with the adapter attached, both answers from one batch.
+
+PEFT's `adapter_names=["__base__", "default"]` runs the base rows and the LoRA rows of one batch through
+the same weights, so the two answers cost one `generate` and the memory of one model. Where mixed
+batches are unsupported (DoRA, merged weights) it falls back to two passes.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+from studio.config import DEFAULT_TEMPERATURE, DEFAULT_TOP_P, THINK_OPEN
+from studio.template import prompt_text, split_reasoning
+
+BASE, LORA = "base", "lora"
+DEMO_MAX_NEW_TOKENS = 256  # the demo model's replies are short; real R1 reasoning needs thousands
+GPU_MAX_NEW_TOKENS = 4096
+
+
+@dataclass
+class SamplingSettings:
+    max_new_tokens: int = DEMO_MAX_NEW_TOKENS
+    temperature: float = DEFAULT_TEMPERATURE  # 0 means greedy and deterministic
+    top_p: float = DEFAULT_TOP_P
+    seed: int | None = 0
+
+    def generate_kwargs(self) -> dict:
+        if self.temperature <= 0:
+            return {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+        return {"do_sample": True, "temperature": self.temperature, "top_p": self.top_p, "top_k": None}
+
+
+@dataclass
+class Reply:
+    """One pane's answer as it grows: generated text starts inside the reasoning (after `<think>\\n`)."""
+
+    text: str = ""
+    tokens: int = 0
+    seconds: float = 0.0
+    finished: bool = False
+    reasoning_tokens: int | None = None  # known once `</think>` has been generated
+
+    @property
+    def split(self):
+        return split_reasoning(self.text, started_inside=True)
+
+    @property
+    def reasoning(self) -> str:
+        return self.split.reasoning
+
+    @property
+    def answer(self) -> str:
+        return self.split.answer
+
+    @property
+    def well_formed(self) -> bool:
+        """R1 shape: the reasoning closed with `</think>` and an answer after it."""
+        split = self.split
+        return split.closed and bool(split.answer)
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens / self.seconds if self.seconds > 0 else 0.0
+
+    def display(self) -> str:
+        """Text for a chat pane: the opening tag put back so the reasoning folds (gr.Chatbot reasoning_tags)."""
+        return f"{THINK_OPEN}\n{self.text}" if self.text else ""
+
+    def to_json(self) -> dict:
+        answer_tokens = self.tokens - self.reasoning_tokens if self.reasoning_tokens is not None else 0
+        return {"text": self.text, "reasoning": self.reasoning, "answer": self.answer, "tokens": self.tokens,
+                "reasoning_tokens": self.reasoning_tokens if self.reasoning_tokens is not None else self.tokens,
+                "answer_tokens": answer_tokens, "well_formed": self.well_formed,
+                "tokens_per_s": round(self.tokens_per_s, 1)}
+
+
+class RowStreamer:
+    """Receives each step's new tokens for every row of a batch (transformers' streamers take one row only)."""
+
+    def __init__(self, tokenizer, rows: int):
+        self.tokenizer = tokenizer
+        self.ids: list[list[int]] = [[] for _ in range(rows)]
+        self.done = [False] * rows
+        self.queue: queue.Queue = queue.Queue()
+        self.skip_prompt = True
+
+    def put(self, value) -> None:
+        if self.skip_prompt:  # the first call carries the prompt
+            self.skip_prompt = False
+            return
+        step = value.reshape(len(self.ids), -1)[:, -1].tolist()
+        for row, token in enumerate(step):
+            if self.done[row]:
+                continue
+            if token == self.tokenizer.eos_token_id:
+                self.done[row] = True
+            else:
+                self.ids[row].append(token)
+        self.queue.put("step")
+
+    def end(self) -> None:
+        self.queue.put(None)
+
+
+class StopOnEvent:
+    """A stopping criterion that ends generation when the user presses Stop."""
+
+    def __init__(self, event: threading.Event):
+        self.event = event
+
+    def __call__(self, input_ids, scores, **kwargs):
+        import torch
+
+        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
+
+
+class ModelBusy(Exception):
+    pass
+
+
+@dataclass
+class ChatEngine:
+    """Owns the loaded base model and adapter; loading another frees the old one's memory."""
+
+    model_name: str | None = None
+    adapter_dir: str | None = None
+    model: object = None
+    tokenizer: object = None
+    mixed_batches: bool = True
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    stop_event: threading.Event = field(default_factory=threading.Event)
+
+    # loading ------------------------------------------------------------------------------------
+    def load(self, model_name: str, adapter_dir: str | None) -> None:
+        adapter_dir = str(resolve_adapter(adapter_dir)) if adapter_dir else None
+        if self.model is not None and (model_name, adapter_dir) == (self.model_name, self.adapter_dir):
+            return
+        self.unload()
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        from studio.models import detect_device, load_tokenizer, resolve_model
+
+        device = detect_device()
+        dtype = torch.bfloat16 if device.kind == "cuda" and device.bf16 else torch.float32
+        model = AutoModelForCausalLM.from_pretrained(resolve_model(model_name), dtype=dtype,
+                                                     device_map={"": 0} if device.kind == "cuda" else None)
+        self.mixed_batches = True
+        if adapter_dir:
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(model, adapter_dir)
+            config = model.peft_config["default"]
+            self.mixed_batches = not getattr(config, "use_dora", False)
+        model.eval()
+        self.model, self.tokenizer = model, load_tokenizer(model_name)
+        self.model_name, self.adapter_dir = model_name, adapter_dir
+
+    def unload(self) -> None:
+        if self.model is None:
+            return
+        self.model = self.tokenizer = None
+        self.model_name = self.adapter_dir = None
+        import gc
+
+        import torch
+
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    # generation ---------------------------------------------------------------------------------
+    def stream(self, conversations: dict[str, list[dict]], settings: SamplingSettings) -> Iterator[dict[str, Reply]]:
+        """Yield {"base": Reply, "lora": Reply} as the answers grow; conversations per side end with the user."""
+        sides = [side for side in (BASE, LORA) if side in conversations]
+        for replies in self._stream_rows([(side, conversations[side]) for side in sides], settings):
+            yield dict(zip(sides, replies))
+
+    def answer(self, conversations: dict[str, list[dict]], settings: SamplingSettings) -> dict[str, Reply]:
+        """The finished replies (the last state of `stream`)."""
+        replies = {}
+        for replies in self.stream(conversations, settings):
+            pass
+        return replies
+
+    def answer_many(self, conversations: list[list[dict]], settings: SamplingSettings,
+                    sides=(BASE, LORA)) -> list[dict[str, Reply]]:
+        """Base and LoRA answers to many conversations, in batches of base and LoRA rows together."""
+        rows = [(side, conversation) for conversation in conversations for side in sides]
+        replies: list[Reply] = []
+        for replies in self._stream_rows(rows, settings):
+            pass
+        return [dict(zip(sides, replies[i:i + len(sides)])) for i in range(0, len(replies), len(sides))]
+
+    def _stream_rows(self, rows: list[tuple[str, list[dict]]], settings: SamplingSettings) -> Iterator[list[Reply]]:
+        if self.model is None:
+            raise RuntimeError("load a model first")
+        if any(side == LORA for side, _ in rows) and not self.adapter_dir:
+            raise ValueError("No adapter loaded: pick a run or an adapter folder for the LoRA side.")
+        if not self._lock.acquire(blocking=False):
+            raise ModelBusy("The model is answering another prompt; wait for it or press Stop.")
+        try:
+            self.stop_event.clear()
+            replies = [Reply() for _ in rows]
+            if self.mixed_batches:
+                groups = [list(range(len(rows)))]
+            else:  # one pass per side: DoRA and merged weights cannot mix adapters in a batch
+                groups = [[i for i, (side, _) in enumerate(rows) if side == wanted] for wanted in (BASE, LORA)]
+            for group in filter(None, groups):
+                for _ in self._generate(group, rows, settings, replies):
+                    yield replies
+        finally:
+            self._lock.release()
+
+    def _generate(self, group: list[int], rows, settings: SamplingSettings, replies: list[Reply]) -> Iterator[None]:
+        import torch
+        from transformers import StoppingCriteriaList
+
+        tokenizer = self.tokenizer
+        prompts = [prompt_text(tokenizer, rows[i][1]) for i in group]
+        tokenizer.padding_side = "left"  # generation continues from the right edge of every row
+        batch = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+        batch = {key: value.to(self.model.device) for key, value in batch.items()}
+        streamer = RowStreamer(tokenizer, len(group))
+        kwargs = dict(**batch, max_new_tokens=settings.max_new_tokens, streamer=streamer,
+                      pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+                      stopping_criteria=StoppingCriteriaList([StopOnEvent(self.stop_event)]),
+                      **settings.generate_kwargs())
+        if self.adapter_dir:
+            kwargs["adapter_names"] = ["__base__" if rows[i][0] == BASE else "default" for i in group]
+        errors: list[BaseException] = []
+
+        def work():
+            try:
+                if settings.seed is not None:
+                    torch.manual_seed(settings.seed)
+                with torch.inference_mode():
+                    self.model.generate(**kwargs)
+            except BaseException as error:  # surfaced in the caller's thread
+                errors.append(error)
+            finally:
+                streamer.end()
+
+        started = time.time()
+        thread = threading.Thread(target=work, daemon=True)
+        thread.start()
+        close_id = tokenizer.convert_tokens_to_ids("</think>")
+        item = "step"
+        try:
+            while True:
+                item = streamer.queue.get()
+                while item is not None and not streamer.queue.empty():  # catch up: decode once per burst
+                    item = streamer.queue.get()
+                now = time.time()
+                for position, index in enumerate(group):
+                    reply, ids = replies[index], streamer.ids[position]
+                    if len(ids) != reply.tokens:
+                        reply.text = tokenizer.decode(ids, skip_special_tokens=False)
+                        reply.tokens = len(ids)
+                        reply.seconds = now - started
+                        if reply.reasoning_tokens is None and close_id in ids:
+                            reply.reasoning_tokens = ids.index(close_id) + 1
+                    reply.finished = streamer.done[position] or item is None
+                yield
+                if item is None:
+                    break
+        finally:
+            if item is not None:  # the reader went away before the end (page closed): end generation too
+                self.stop_event.set()
+            thread.join()
+        if errors:
+            raise errors[0]
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+
+def resolve_adapter(path: str | Path) -> Path:
+    """A run folder (its adapter/ or latest checkpoint) or an adapter folder -> the adapter folder."""
+    path = Path(path).expanduser()
+    for candidate in (path, path / "adapter"):
+        if (candidate / "adapter_config.json").exists():
+            return candidate
+    checkpoints = sorted(path.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]) if p.name.split("-")[-1].isdigit() else -1)
+    for candidate in reversed(checkpoints):
+        if (candidate / "adapter_config.json").exists():
+            return candidate
+    raise ValueError(f"{path} holds no LoRA adapter (no adapter_config.json in it, in adapter/ or in a checkpoint). "
+                     "Pick a finished or stopped run, or a folder that PEFT's save_pretrained wrote.")
+
+
+def history_without_reasoning(turns: list[dict]) -> list[dict]:
+    """Earlier assistant turns as R1 expects them back: answers only (the template also strips them)."""
+    cleaned = []
+    for turn in turns:
+        if turn["role"] == "assistant":
+            split = split_reasoning(turn["content"], started_inside=not turn["content"].lstrip().startswith(THINK_OPEN))
+            cleaned.append({"role": "assistant", "content": split.answer if split.closed else turn["content"]})
+        else:
+            cleaned.append(turn)
+    return cleaned

@@ -1,0 +1,246 @@
+"""Chat tab: base and base + LoRA side by side, batch compare, export, and the shareable report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import gradio as gr
+
+from studio import chatview, spaces
+from studio.compare import DEMO_PATTERN, read_prompts, run_compare
+from studio.config import DEFAULT_TEMPERATURE, DEFAULT_TOP_P, DEMO_MODEL, SAMPLES_DIR, STUDIO_HOME
+from studio.export import adapter_zip, html_report, merge_adapter, push_to_hub, run_config_for
+from studio.generate import BASE, DEMO_MAX_NEW_TOKENS, GPU_MAX_NEW_TOKENS, LORA, SamplingSettings, resolve_adapter
+from studio.runs import RunFolder
+from studio.ui.layout import core_progress, intro, user_errors
+from studio.workspace import workspace
+
+HELD_OUT = SAMPLES_DIR / "demo-heldout.jsonl"
+EXPORTS = "exports"
+REASONING_TAGS = [("<think>", "</think>")]
+EMPTY_STATE = ("**No fine-tune yet.** Train a run first in the **2. Train** tab (the demo takes a few minutes on a CPU), "
+               "then come back: it appears in the list below. You can also type the folder of an adapter you have.")
+
+
+def held_out_examples(limit: int = 8) -> list[str]:
+    try:
+        return [prompt.text for prompt in read_prompts(HELD_OUT)[:limit]]
+    except ValueError:
+        return []
+
+
+@user_errors
+def adapter_choices(current=None):
+    """The runs to pick from (the newest picked when none is), and the empty state when there are none."""
+    choices = workspace().adapters()
+    value = current or (choices[0][1] if choices else None)
+    return gr.update(choices=choices, value=value), gr.update(visible=not choices)
+
+
+def chosen_model(adapter: str, model: str) -> str:
+    if model and model.strip():
+        return model.strip()
+    return run_config_for(resolve_adapter(adapter)).get("model") or DEMO_MODEL
+
+
+def settings_from(max_new_tokens, temperature, top_p, seed, greedy) -> SamplingSettings:
+    return SamplingSettings(max_new_tokens=int(max_new_tokens), temperature=0.0 if greedy else float(temperature),
+                            top_p=float(top_p), seed=None if seed is None or seed < 0 else int(seed))
+
+
+def ensure_loaded(adapter: str, model: str) -> None:
+    if not adapter:
+        raise gr.Error("Pick a run (or type an adapter folder) for the LoRA side first.")
+    busy = workspace().training_busy()
+    if busy:
+        raise gr.Error(busy)
+    workspace().chat.load(chosen_model(adapter, model), adapter)
+
+
+@user_errors
+@spaces.gpu(duration=spaces.CHAT_GPU_SECONDS)
+def send(prompt, base_history, lora_history, adapter, model, max_new_tokens, temperature, top_p, seed, greedy,
+         progress=gr.Progress()):
+    prompt = (prompt or "").strip()
+    if not prompt:
+        raise gr.Error("Type a question first.")
+    progress(0.1, desc="Loading the model and the adapter")
+    ensure_loaded(adapter, model)
+    conversations = {BASE: chatview.conversation_from_history(base_history, prompt),
+                     LORA: chatview.conversation_from_history(lora_history, prompt)}
+    base_history = list(base_history or []) + [{"role": "user", "content": prompt}]
+    lora_history = list(lora_history or []) + [{"role": "user", "content": prompt}]
+    settings = settings_from(max_new_tokens, temperature, top_p, seed, greedy)
+    for replies in workspace().chat.stream(conversations, settings):
+        yield ("", base_history + [{"role": "assistant", "content": replies[BASE].display()}],
+               lora_history + [{"role": "assistant", "content": replies[LORA].display()}],
+               chatview.pane_stats(replies[BASE]), chatview.pane_stats(replies[LORA]))
+
+
+@user_errors
+def stop_generation():
+    workspace().chat.stop()
+
+
+@user_errors
+@spaces.gpu(duration=spaces.CHAT_GPU_SECONDS)
+def batch_compare(adapter, model, prompts_file, pattern, max_new_tokens, temperature, top_p, seed, greedy,
+                  progress=gr.Progress()):
+    progress(0.0, desc="Loading the model and the adapter")
+    ensure_loaded(adapter, model)
+    prompts = read_prompts(prompts_file or HELD_OUT)
+    settings = settings_from(max_new_tokens, temperature, top_p, seed, greedy)
+    result = run_compare(workspace().chat, prompts, settings, pattern=(pattern or "").strip() or None,
+                         progress=core_progress(progress)).to_json()
+    return result, chatview.compare_summary_markdown(result), chatview.compare_frame(result)
+
+
+def exports_dir() -> Path:
+    folder = STUDIO_HOME / EXPORTS
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+@user_errors
+def download_zip(adapter):
+    if not adapter:
+        raise gr.Error("Pick a run first.")
+    return gr.DownloadButton(value=str(adapter_zip(adapter, exports_dir())), visible=True)
+
+
+@user_errors
+@spaces.gpu(duration=spaces.CHAT_GPU_SECONDS)
+def merge(adapter, model, progress=gr.Progress()):
+    if not adapter:
+        raise gr.Error("Pick a run first.")
+    progress(0.1, desc="Merging the adapter into the base weights")
+    name = Path(resolve_adapter(adapter)).parent.name
+    folder, note = merge_adapter(adapter, exports_dir() / f"{name}-merged", model=(model or "").strip() or None)
+    return f"Merged model saved in `{folder}` (safetensors). {note}"
+
+
+@user_errors
+def push(adapter, repo_id, token, what, progress=gr.Progress()):
+    if not adapter:
+        raise gr.Error("Pick a run first.")
+    progress(0.1, desc="Uploading to the Hub")
+    folder = resolve_adapter(adapter)
+    if what == "merged model":
+        folder = exports_dir() / f"{Path(folder).parent.name}-merged"
+        if not folder.exists():
+            raise gr.Error("Merge the adapter first (the button above), then push the merged model.")
+    url = push_to_hub(folder, (repo_id or "").strip(), token or "")
+    return f"Pushed to {url}"
+
+
+@user_errors
+def report(adapter, compare_result):
+    if not adapter:
+        raise gr.Error("Pick a run first.")
+    adapter_path = resolve_adapter(adapter)
+    run_folder = RunFolder(adapter_path.parent if adapter_path.name == "adapter" else adapter_path)
+    config = run_config_for(adapter_path)
+    status = run_folder.read_status()
+    dataset_summary = {"training data": config.get("data"), **(status.get("data") or {})}
+    page = html_report(run_config=config, metrics=run_folder.read_metrics(), dataset_summary=dataset_summary,
+                       compare=compare_result, title=f"Fine-tune report: {run_folder.name}")
+    path = exports_dir() / f"{run_folder.name}-report.html"
+    path.write_text(page, encoding="utf-8")
+    return gr.DownloadButton(value=str(path), visible=True)
+
+
+def build(app: gr.Blocks, tab: gr.Tab) -> None:
+    compare_state = gr.State(None)
+    intro("**Ask the original model and your fine-tune the same question.** Pick a run, type a question and press "
+          "Enter; click **Reasoning** in a reply to unfold the chain of thought. Below: a batch compare on many "
+          "prompts, and downloads.", "chat-intro")
+    empty = gr.Markdown(EMPTY_STATE, visible=not workspace().adapters(), elem_id="chat-empty",
+                        elem_classes="studio-empty-state")
+    with gr.Row():
+        adapter = gr.Dropdown(choices=workspace().adapters(), label="Fine-tune (a run, or type an adapter folder)",
+                              allow_custom_value=True, scale=3, elem_id="chat-adapter",
+                              info="The LoRA side uses this adapter; the base side the same model without it.")
+        model = gr.Textbox(label="Base model (blank: the run's own)", placeholder="demo", scale=2, elem_id="chat-model",
+                           info="Leave blank: the model the run was trained on.")
+        refresh = gr.Button("↻ Runs", scale=0, elem_id="chat-refresh")
+    with gr.Row():
+        with gr.Column():
+            base_chat = gr.Chatbot(label="Base model (no LoRA)", reasoning_tags=REASONING_TAGS, height=420,
+                                   elem_id="chat-base")
+            base_stats = gr.Markdown(elem_id="chat-base-stats")
+        with gr.Column():
+            lora_chat = gr.Chatbot(label="Base + your LoRA", reasoning_tags=REASONING_TAGS, height=420,
+                                   elem_id="chat-lora")
+            lora_stats = gr.Markdown(elem_id="chat-lora-stats")
+    with gr.Row():
+        prompt = gr.Textbox(label="Ask both", placeholder="Type a question and press Enter", scale=4,
+                            elem_id="chat-prompt")
+        send_button = gr.Button("Send", variant="primary", scale=0, elem_id="chat-send")
+        stop_button = gr.Button("Stop", variant="stop", scale=0, elem_id="chat-stop")
+        clear = gr.ClearButton([base_chat, lora_chat, base_stats, lora_stats], value="Clear", scale=0,
+                               elem_id="chat-clear")
+    examples = held_out_examples()
+    if examples:
+        gr.Examples(examples=[[text] for text in examples], inputs=prompt, label="Held-out demo prompts (click one)")
+    with gr.Accordion("Sampling", open=False, elem_id="chat-sampling-accordion"):
+        with gr.Row():
+            temperature = gr.Slider(0.0, 1.5, value=DEFAULT_TEMPERATURE, step=0.05, label="Temperature",
+                                    info="DeepSeek advises 0.5–0.7 (0.6) for R1 models: lower repeats, higher rambles.",
+                                    elem_id="chat-temperature")
+            top_p = gr.Slider(0.1, 1.0, value=DEFAULT_TOP_P, step=0.05, label="top_p", elem_id="chat-top-p",
+                              info="DeepSeek advises 0.95.")
+            max_new_tokens = gr.Number(DEMO_MAX_NEW_TOKENS, precision=0, minimum=1, label="Max new tokens",
+                                       info=f"R1 reasoning runs long: use {GPU_MAX_NEW_TOKENS:,}+ on a GPU.",
+                                       elem_id="chat-max-new-tokens")
+            seed = gr.Number(0, precision=0, label="Seed (-1: random)", elem_id="chat-seed",
+                             info="Same seed, same answers: compare fairly.")
+            greedy = gr.Checkbox(False, label="Greedy (deterministic)", elem_id="chat-greedy",
+                                 info="Always the likeliest token; R1 models may loop with it.")
+    with gr.Accordion("Batch compare", open=False, elem_id="chat-compare-accordion"):
+        with gr.Row():
+            prompts_file = gr.File(label="Prompts (.jsonl with prompt [+ reference], or .txt) — blank: demo held-out set",
+                                   type="filepath", file_types=[".jsonl", ".json", ".txt"], elem_id="chat-prompts-file")
+            pattern = gr.Textbox(DEMO_PATTERN, label="Answer pattern to count (regex; blank: none)",
+                                 info="For the demo: \\boxed{…}, the form the demo fine-tune teaches.",
+                                 elem_id="chat-pattern")
+            compare_button = gr.Button("Run batch compare", variant="primary", elem_id="chat-compare")
+        compare_summary = gr.Markdown(elem_id="chat-compare-summary")
+        compare_table = gr.Dataframe(headers=chatview.COMPARE_COLUMNS, interactive=False, wrap=True, max_height=420,
+                                     label="Answers per prompt", elem_id="chat-compare-table")
+    with gr.Accordion("Export and share", open=False, elem_id="chat-export-accordion"):
+        with gr.Row():
+            zip_button = gr.Button("Adapter as .zip", elem_id="chat-zip")
+            zip_download = gr.DownloadButton("Download adapter zip", visible=False, elem_id="chat-zip-download")
+            report_button = gr.Button("Make the shareable report", elem_id="chat-report")
+            report_download = gr.DownloadButton("Download report (HTML)", visible=False, elem_id="chat-report-download")
+        with gr.Row():
+            merge_button = gr.Button("Merge into the base (safetensors)", elem_id="chat-merge")
+        with gr.Row():
+            repo_id = gr.Textbox(label="Hub repository", placeholder="you/r1-distill-lora", elem_id="chat-repo",
+                                 info="Created if missing (private).")
+            token = gr.Textbox(label="Hugging Face token (used once, never saved)", type="password",
+                               elem_id="chat-token", info="A write token from huggingface.co/settings/tokens.")
+            what = gr.Radio(["adapter", "merged model"], value="adapter", label="Push", elem_id="chat-push-what",
+                            info="The adapter is small; the merged model loads without PEFT.")
+            push_button = gr.Button("Push to the Hub", elem_id="chat-push")
+        export_status = gr.Markdown(elem_id="chat-export-status")
+
+    sampling = [max_new_tokens, temperature, top_p, seed, greedy]
+    chat_inputs = [prompt, base_chat, lora_chat, adapter, model, *sampling]
+    chat_outputs = [prompt, base_chat, lora_chat, base_stats, lora_stats]
+    # One concurrency group for everything that runs the model: a second user waits instead of colliding.
+    send_event = send_button.click(send, chat_inputs, chat_outputs, api_name="chat", concurrency_id="gpu",
+                                   concurrency_limit=1)
+    submit_event = prompt.submit(send, chat_inputs, chat_outputs, api_visibility="private", concurrency_id="gpu",
+                                 concurrency_limit=1)
+    stop_button.click(stop_generation, None, None, cancels=[send_event, submit_event], api_name="stop_chat")
+    for event in (refresh.click, tab.select, app.load):
+        event(adapter_choices, adapter, [adapter, empty], api_visibility="private", show_progress="hidden")
+    compare_button.click(batch_compare, [adapter, model, prompts_file, pattern, *sampling],
+                         [compare_state, compare_summary, compare_table], api_name="batch_compare",
+                         concurrency_id="gpu", concurrency_limit=1)
+    zip_button.click(download_zip, adapter, zip_download, api_name="adapter_zip")
+    report_button.click(report, [adapter, compare_state], report_download, api_name="report")
+    merge_button.click(merge, [adapter, model], export_status, api_name="merge", concurrency_id="gpu",
+                       concurrency_limit=1)
+    push_button.click(push, [adapter, repo_id, token, what], export_status, api_name="push")
