@@ -29,6 +29,7 @@ class RunFolder:
     def __post_init__(self):
         self.path = Path(self.path)
         self._lock = threading.Lock()
+        self._metrics_lock = threading.Lock()
 
     @property
     def name(self) -> str:
@@ -48,10 +49,12 @@ class RunFolder:
 
     # status --------------------------------------------------------------------------------------
     def write_status(self, state: str, **fields) -> dict:
-        status = {**self.read_status(), "state": state, "updated": time.time(), **fields}
-        if state == RUNNING:
-            status["pid"] = os.getpid()
-        _write_json(self.path / "status.json", status)
+        with self._lock:  # read-modify-write: two threads must not interleave
+            status = {**self.read_status(), "state": state, "updated": time.time(), **fields}
+            if state == RUNNING:
+                status["pid"] = os.getpid()
+            self.path.mkdir(parents=True, exist_ok=True)
+            _write_json(self.path / "status.json", status)
         return status
 
     def read_status(self) -> dict:
@@ -62,7 +65,7 @@ class RunFolder:
 
     # metrics -------------------------------------------------------------------------------------
     def append_metrics(self, row: dict) -> None:
-        with self._lock, open(self.path / "metrics.jsonl", "a", encoding="utf-8") as handle:
+        with self._metrics_lock, open(self.path / "metrics.jsonl", "a", encoding="utf-8") as handle:
             handle.write(json.dumps(row) + "\n")
 
     def read_metrics(self) -> list[dict]:
@@ -89,8 +92,9 @@ class RunFolder:
 
 
 def _write_json(path: Path, data: dict) -> None:
-    # Write then rename, so a reader (another tab, a restart) never sees half a file.
-    temporary = path.with_suffix(path.suffix + ".tmp")
+    # Write then rename, so a reader (another tab, a restart) never sees half a file; the temporary name
+    # is the writer's own, so two writers never rename each other's file away.
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     temporary.write_text(json.dumps(data, indent=2, ensure_ascii=False), encoding="utf-8")
     temporary.replace(path)
 

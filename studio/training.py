@@ -8,6 +8,7 @@ graceful at the next step and saves the adapter; a failure is written down with 
 from __future__ import annotations
 
 import collections
+import importlib.util
 import math
 import random
 import threading
@@ -53,6 +54,8 @@ class TrainConfig:
     save_steps: int = 0  # 0: checkpoint only when stopping and at the end
     seed: int = 42
     gradient_checkpointing: bool | None = None  # None: on a GPU, off on CPU
+    packing: bool = False  # padding-free: a batch becomes one row with per-sequence positions
+    liger: bool = False  # Liger kernels (fused linear cross-entropy: no 152k-wide logits in memory)
     report_to: list[str] = field(default_factory=list)  # tensorboard | wandb | trackio, when installed
 
     @property
@@ -78,6 +81,8 @@ class TrainConfig:
             problems.append(f"lora_dropout must be in [0, 1), got {self.lora_dropout}")
         if self.learning_rate is not None and not 0 < self.learning_rate < 1:
             problems.append(f"learning_rate must be in (0, 1), got {self.learning_rate}")
+        if self.liger and importlib.util.find_spec("liger_kernel") is None:
+            problems.append("Liger kernels need the liger-kernel package (pip install liger-kernel)")
         missing = [name for name in self.report_to if name not in available_trackers()]
         if missing:
             problems.append(f"experiment tracking with {', '.join(missing)} needs its package installed "
@@ -99,8 +104,6 @@ TRACKERS = {"tensorboard": "tensorboard", "wandb": "wandb", "trackio": "trackio"
 
 
 def available_trackers() -> list[str]:
-    import importlib.util
-
     return [name for name, package in TRACKERS.items() if importlib.util.find_spec(package) is not None]
 
 
@@ -110,8 +113,9 @@ PRESETS = {
                                           max_length=DEFAULT_MAX_LENGTH, batch_size=1, grad_accum=8, epochs=2),
     "R1-Distill QLoRA (seed advice)": dict(method="qlora", learning_rate=QLORA_LR, lora_r=16, lora_alpha=32,
                                            max_length=DEFAULT_MAX_LENGTH, batch_size=1, grad_accum=8, epochs=2),
+    # Measured on 2 CPU cores: ≈ 15 s (up to ≈ 45 s on busy cores) to box ≥ 95 % of the held-out answers.
     "Demo model on CPU (fast)": dict(method="lora", learning_rate=2e-3, lora_r=16, lora_alpha=32, lora_dropout=0.0,
-                                     max_length=512, batch_size=8, grad_accum=1, epochs=3, warmup=0.05),
+                                     max_length=512, batch_size=16, grad_accum=1, epochs=12, warmup=0.03),
 }
 DEMO_PRESET = "Demo model on CPU (fast)"
 
@@ -161,6 +165,22 @@ def prepare_data(config: TrainConfig, tokenizer) -> PreparedData:
     random.Random(config.seed).shuffle(examples)
     held_out = int(len(examples) * config.eval_split)
     return PreparedData(examples[held_out:], examples[:held_out], report.rows, len(errors), truncated)
+
+
+def make_collator(tokenizer, packing: bool):
+    """Pad a batch (labels with -100), or pack it padding-free.
+
+    Packing concatenates the batch into one row and restarts `position_ids` at each sequence; with no
+    attention mask, the attention kernels keep every sequence to itself, so no token is spent on padding
+    and the loss is the same token mean as unpacked (a test checks this).
+    """
+    from transformers import DataCollatorForSeq2Seq, DataCollatorWithFlattening
+
+    from studio.template import IGNORE_INDEX
+
+    if packing:
+        return DataCollatorWithFlattening(return_position_ids=True)
+    return DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=IGNORE_INDEX)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -227,8 +247,9 @@ class TrainingJob:
             _ONE_RUN.release()
 
     def stop(self) -> None:
+        """Ask for a graceful stop; the training thread saves and writes the status at the next step."""
         self._stop.set()
-        self._set_status(self.status.get("state", RUNNING), message="Stopping at the end of this step…")
+        self.status = {**self.status, "message": "Stopping at the end of this step…"}
 
     @property
     def stop_requested(self) -> bool:
@@ -292,9 +313,7 @@ class TrainingJob:
 
     def _build_trainer(self):
         from peft import LoraConfig, get_peft_model
-        from transformers import DataCollatorForSeq2Seq, PrinterCallback, Trainer, TrainingArguments
-
-        from studio.template import IGNORE_INDEX
+        from transformers import PrinterCallback, Trainer, TrainingArguments
 
         from studio.models import ALL_LINEAR, ATTENTION_ONLY, detect_device, load_base_for_training, load_tokenizer
 
@@ -313,7 +332,7 @@ class TrainingJob:
                           target_modules=ALL_LINEAR if config.target_modules == "all-linear" else ATTENTION_ONLY,
                           bias="none", task_type="CAUSAL_LM")
         model = get_peft_model(model, lora)
-        collator = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=IGNORE_INDEX)
+        collator = make_collator(tokenizer, config.packing)
         save_steps = config.save_steps if config.save_steps > 0 else None
         arguments = TrainingArguments(
             output_dir=str(self.folder.path),
@@ -335,8 +354,10 @@ class TrainingJob:
             report_to=config.report_to or "none",
             disable_tqdm=not self.show_progress_bar,
             dataloader_num_workers=0,
-            include_num_input_tokens_seen="non_padding",  # counted by the Trainer on the real batches
+            # Counted by the Trainer on the real batches; a packed batch has no padding to leave out.
+            include_num_input_tokens_seen="all" if config.packing else "non_padding",
             remove_unused_columns=False,  # checkpointing is set up on the model itself (models.py)
+            use_liger_kernel=config.liger,
         )
         trainer = Trainer(model=model, args=arguments, train_dataset=data.train,
                           eval_dataset=data.eval or None, data_collator=collator,
@@ -372,7 +393,8 @@ class MetricsCallback(TrainerCallback):
 
         logs = dict(logs or {})
         now = time.time()
-        row = {"step": state.global_step, "epoch": round(state.epoch or 0, 4), "time": now}
+        row = {"step": state.global_step, "epoch": round(state.epoch or 0, 4), "time": now,
+               "tokens_seen": int(state.num_input_tokens_seen)}
         for key in ("loss", "eval_loss", "learning_rate", "grad_norm"):
             if key in logs:
                 row[key] = float(logs[key])
@@ -394,6 +416,7 @@ class MetricsCallback(TrainerCallback):
             row["gpu_mem_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
         if "loss" in row or "eval_loss" in row:
             self.job.record_metrics(row)
+        # The message set when training began ("Training", or "… resumed from checkpoint-N") stays.
         self.job._set_status(RUNNING, step=state.global_step, max_steps=state.max_steps, eta_s=row["eta_s"],
-                             message=self.job.status.get("message") if self.job.stop_requested else "Training")
+                             message=self.job.status.get("message"))
         return control
