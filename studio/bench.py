@@ -1,0 +1,126 @@
+"""`python -m studio bench`: training speed and memory through the studio's own training path.
+
+Builds the model (default: the R1-Distill-Qwen-7B architecture with random weights on a GPU, the demo model
+on CPU), writes synthetic R1 rows — fixed 4096-token sequences, or a variable-length mix (log-normal,
+mean ≈ 1.5k tokens, capped at 4096, like real R1 distillation sets) — trains N steps with TrainingJob and
+reads the run's metrics: median tokens/s over the steps after warm-up, peak GPU memory, and the fraction
+of the compute ceiling (useful FLOPs per token × tokens/s ÷ the GPU's dense bf16 rate).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from studio.config import DEMO_MODEL, STUDIO_HOME
+
+RANDOM_PREFIX = "random:"
+WARMUP_STEPS = 2
+
+
+@dataclass
+class BenchResult:
+    name: str
+    model: str
+    method: str
+    data: str
+    steps: int
+    tokens_per_s: float
+    peak_gib: float | None
+    ceiling_fraction: float | None
+    first_loss: float
+    last_loss: float
+    settings: dict
+
+    def row(self) -> str:
+        peak = "—" if self.peak_gib is None else f"{self.peak_gib:.2f}"
+        ceiling = "—" if self.ceiling_fraction is None else f"{self.ceiling_fraction * 100:.0f}%"
+        return (f"| {self.name} | {self.method} | {self.data} | {self.tokens_per_s:,.0f} | {peak} | {ceiling} | "
+                f"{self.first_loss:.3f} → {self.last_loss:.3f} |")
+
+
+TABLE_HEADER = ("| config | method | data | tokens/s | peak GiB | of ceiling | loss |\n"
+                "|---|---|---|---|---|---|---|")
+
+
+def resolve_bench_model(name: str | None) -> str:
+    """`random:qwen2-7b` / `random:llama-8b` are built once (random weights) into the studio's cache."""
+    import torch
+
+    name = name or (f"{RANDOM_PREFIX}qwen2-7b" if torch.cuda.is_available() else DEMO_MODEL)
+    if not name.startswith(RANDOM_PREFIX):
+        return name
+    from studio.benchmarks.random_model import ARCHITECTURES, build
+
+    arch = name[len(RANDOM_PREFIX):]
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {arch!r}; choose {', '.join(ARCHITECTURES)}")
+    folder = STUDIO_HOME / "bench-models" / arch
+    if not (folder / "config.json").exists():
+        build(str(folder), arch, "cuda" if torch.cuda.is_available() else "cpu")
+    return str(folder)
+
+
+def step_rates(metrics: list[dict]) -> list[float]:
+    """Tokens/s of each step from the cumulative token count and the log times."""
+    rows = [row for row in metrics if "loss" in row and "tokens_seen" in row]
+    return [(b["tokens_seen"] - a["tokens_seen"]) / (b["time"] - a["time"])
+            for a, b in zip(rows, rows[1:]) if b["time"] > a["time"]]
+
+
+def run_bench(*, name: str = "studio", model: str | None = None, method: str = "lora", data: str = "fixed",
+              steps: int = 10, seq: int = 4096, batch_size: int = 1, lora_r: int = 32, lora_alpha: int = 32,
+              lora_dropout: float = 0.0, packing: bool = False, liger: bool = False,
+              gradient_checkpointing: bool | None = None, out_dir: str | None = None) -> BenchResult:
+    from studio.benchmarks.synthetic_data import write
+    from studio.estimate import ModelShape, flops_per_token, gpu_spec
+    from studio.models import detect_device
+    from studio.runs import COMPLETED
+    from studio.training import TrainConfig, TrainingJob
+
+    target = resolve_bench_model(model)
+    device = detect_device()
+    work = Path(out_dir or tempfile.mkdtemp(prefix="studio-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    data_path = work / f"{data}.jsonl"
+    rows_needed = (steps + WARMUP_STEPS) * batch_size
+    write(str(data_path), rows=rows_needed * (4 if data == "mix" else 1) + 8, tokens=seq, mix=data == "mix")
+    config = TrainConfig(data=str(data_path), output=str(work / f"run-{name}"), model=target, method=method,
+                         lora_r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout, max_steps=steps,
+                         batch_size=batch_size, grad_accum=1, max_length=seq, warmup=0, packing=packing,
+                         liger=liger, gradient_checkpointing=gradient_checkpointing, seed=0)
+    job = TrainingJob(config)
+    status = job.run()
+    if status["state"] != COMPLETED:
+        raise RuntimeError(f"bench run {name} failed: {status.get('cause')} — {status.get('fix')}")
+    metrics = job.metrics()
+    rates = step_rates(metrics)[WARMUP_STEPS - 1:] or step_rates(metrics)
+    tokens_per_s = statistics.median(rates) if rates else 0.0
+    peaks = [row["gpu_mem_gib"] for row in metrics if "gpu_mem_gib" in row]
+    ceiling = None
+    spec = gpu_spec(device.name) if device.kind == "cuda" else None
+    if spec:
+        shape = ModelShape.for_model(target)
+        useful = flops_per_token(shape, lora_r, config.target_modules, seq, checkpointing=False)
+        ceiling = tokens_per_s * useful / (spec.bf16_tflops * 1e12)
+    losses = [row["loss"] for row in metrics if "loss" in row]
+    settings = {key: value for key, value in asdict(config).items()
+                if key in ("lora_r", "lora_alpha", "lora_dropout", "batch_size", "max_length", "packing", "liger",
+                           "gradient_checkpointing", "target_modules")}
+    settings["device"] = device.describe()
+    return BenchResult(name, Path(target).name if Path(target).exists() else target, method, data, len(losses),
+                       round(tokens_per_s, 1), max(peaks) if peaks else None,
+                       None if ceiling is None else round(ceiling, 3), losses[0], losses[-1], settings)
+
+
+def print_results(results: list[BenchResult], as_json: bool) -> None:
+    if as_json:
+        for result in results:
+            print(json.dumps(asdict(result)))
+        return
+    print(TABLE_HEADER)
+    for result in results:
+        print(result.row())

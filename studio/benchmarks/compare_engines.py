@@ -1,0 +1,96 @@
+"""The studio engine side by side with the seed recipe, plain Hugging Face and Unsloth, one process each.
+
+    python -m studio.benchmarks.compare_engines MODEL_DIR OUT_DIR [--steps 10] [--only NAME ...]
+        [--unsloth-path DIR]
+
+MODEL_DIR: a model folder (`python -m studio.benchmarks.random_model` makes the R1-Distill-Qwen-7B
+architecture with random weights). Each config runs in its own process so that one's memory cannot
+leak into the next; results go to OUT_DIR/results.jsonl and a Markdown table is printed. Unsloth runs
+only when --unsloth-path points at a folder where it is installed (it pins other library versions).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+# name -> (kind, arguments). "studio" runs `python -m studio bench`; "baseline" the reference loops.
+CONFIGS = {
+    "studio-lora": ("studio", ["--method", "lora", "--data", "fixed", "--liger"]),
+    "studio-lora-noliger": ("studio", ["--method", "lora", "--data", "fixed"]),
+    "studio-qlora": ("studio", ["--method", "qlora", "--data", "fixed", "--liger"]),
+    "studio-lora-mix": ("studio", ["--method", "lora", "--data", "mix", "--packing", "--batch-size", "4", "--liger"]),
+    "studio-qlora-mix": ("studio", ["--method", "qlora", "--data", "mix", "--packing", "--batch-size", "4", "--liger"]),
+    "seed": ("baseline", ["seed", "fixed"]),
+    "seed-mix": ("baseline", ["seed", "mix"]),
+    "hf-lora": ("baseline", ["hf-lora", "fixed"]),
+    "hf-qlora": ("baseline", ["hf-qlora", "fixed"]),
+    "unsloth-lora": ("unsloth", ["unsloth-lora", "fixed"]),
+    "unsloth-qlora": ("unsloth", ["unsloth-qlora", "fixed"]),
+}
+
+
+def command_for(name: str, model_dir: str, steps: int) -> tuple[str, list[str]]:
+    kind, arguments = CONFIGS[name]
+    if kind == "studio":
+        return kind, [sys.executable, "-m", "studio", "bench", "--model", model_dir, "--name", name, "--steps",
+                      str(steps), "--json", *arguments]
+    return kind, [sys.executable, "-m", "studio.benchmarks.baselines", model_dir, *arguments, "--steps", str(steps)]
+
+
+def parse(output: str) -> dict | None:
+    for line in reversed(output.splitlines()):
+        line = line.strip()
+        if line.startswith("RESULT "):
+            return json.loads(line[len("RESULT "):])
+        if line.startswith("{") and '"tokens_per_s"' in line:
+            return json.loads(line)
+    return None
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model_dir")
+    parser.add_argument("out_dir")
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--only", nargs="*", default=None)
+    parser.add_argument("--unsloth-path")
+    parser.add_argument("--timeout", type=int, default=240, help="seconds per config")
+    args = parser.parse_args(argv)
+    out = Path(args.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    names = args.only or [name for name in CONFIGS if CONFIGS[name][0] != "unsloth" or args.unsloth_path]
+    results = []
+    for name in names:
+        kind, command = command_for(name, args.model_dir, args.steps)
+        env = dict(os.environ)
+        if kind == "unsloth":
+            env["PYTHONPATH"] = os.pathsep.join([args.unsloth_path, os.getcwd()])
+        start = time.time()
+        try:
+            process = subprocess.run(command, capture_output=True, text=True, env=env, timeout=args.timeout)
+            output = process.stdout + process.stderr
+        except subprocess.TimeoutExpired as error:
+            output = f"timed out after {args.timeout}s\n{error.stdout or ''}"
+        (out / f"{name}.log").write_text(output)
+        result = parse(output) or {"status": "failed", "error": output.strip().splitlines()[-1:] or [""]}
+        result.update(config=name, wall_s=round(time.time() - start, 1))
+        results.append(result)
+        print(json.dumps(result), flush=True)
+        with open(out / "results.jsonl", "a") as handle:
+            handle.write(json.dumps(result) + "\n")
+    print("\n| config | data | tokens/s | peak GiB |\n|---|---|---|---|")
+    for result in results:
+        speed = result.get("tokens_per_s")
+        print(f"| {result['config']} | {result.get('data', '')} | "
+              f"{'—' if speed is None else f'{speed:,.0f}'} | {result.get('peak_gib', '—')} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
