@@ -1,6 +1,19 @@
 """R1 LoRA Studio: `python app.py` opens the studio (also the Hugging Face Space entry point)."""
 
-from studio.ui.app import build_app, launch_settings
+import sys
+
+from studio import spaces  # first: on ZeroGPU `spaces` must patch torch before anything loads it
+
+
+def main() -> None:
+    try:
+        spaces.auth_from_env()  # a malformed STUDIO_AUTH stops here, with the reason, before anything loads
+    except ValueError as error:
+        sys.exit(f"R1 LoRA Studio cannot start: {error}")
+    from studio.ui.app import build_app, launch_settings
+
+    build_app().queue().launch(**launch_settings())
+
 
 if __name__ == "__main__":
-    build_app().queue().launch(**launch_settings())
+    main()

@@ -7,6 +7,12 @@
         [--batch-size N] [--grad-accum N] [--resume]
         exit 0: trained (or stopped with Ctrl-C, adapter saved); 1: the run failed (cause printed);
         2: bad arguments or nothing to resume.
+    python -m studio chat --adapter DIR [--model demo|PATH|HUB_ID] --prompt TEXT [--max-new-tokens N]
+        [--temperature T] [--json]
+        the base and base + LoRA answers to one prompt; temperature 0 is greedy and deterministic.
+    python -m studio bench [--model random:qwen2-7b|demo|PATH] [--method lora|qlora] [--data fixed|mix]
+        [--steps N] [--seq N] [--batch-size N] [--packing] [--liger] [--checkpointing auto|on|off] [--json]
+        tokens/s, peak memory and the share of the compute ceiling through the studio's training path.
 """
 
 from __future__ import annotations
@@ -59,6 +65,34 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--grad-accum", type=int)
     train.add_argument("--resume", action="store_true", help="continue the run in --output from its last checkpoint")
     train.set_defaults(handler=run_train)
+
+    chat = commands.add_parser("chat", help="ask the base and the base + LoRA the same prompt")
+    chat.add_argument("--adapter", required=True, help="a run folder or an adapter folder")
+    chat.add_argument("--model", help="the base (default: the run's model, else demo)")
+    chat.add_argument("--prompt", required=True)
+    chat.add_argument("--max-new-tokens", type=int, help="default 256 for the demo model, 4096 otherwise")
+    chat.add_argument("--temperature", type=float, default=0.6, help="0.6 as DeepSeek advises; 0 = greedy")
+    chat.add_argument("--top-p", type=float, default=0.95)
+    chat.add_argument("--seed", type=int, default=0)
+    chat.add_argument("--json", action="store_true", help="print one JSON object")
+    chat.set_defaults(handler=run_chat)
+
+    bench = commands.add_parser("bench", help="measure training speed and memory on synthetic R1 data")
+    bench.add_argument("--model", help="random:qwen2-7b (default on a GPU), random:llama-8b, demo (default on CPU), "
+                                       "or a model folder")
+    bench.add_argument("--name", default="studio")
+    bench.add_argument("--method", choices=["lora", "qlora"], default="lora")
+    bench.add_argument("--data", choices=["fixed", "mix"], default="fixed",
+                       help="fixed: every sequence --seq tokens; mix: log-normal lengths, mean about 1.5k, capped at --seq")
+    bench.add_argument("--steps", type=int, default=10)
+    bench.add_argument("--seq", type=int, default=4096)
+    bench.add_argument("--batch-size", type=int, default=1)
+    bench.add_argument("--lora-r", type=int, default=32)
+    bench.add_argument("--packing", action="store_true")
+    bench.add_argument("--liger", action="store_true")
+    bench.add_argument("--checkpointing", choices=["auto", "on", "off"], default="auto")
+    bench.add_argument("--json", action="store_true")
+    bench.set_defaults(handler=run_bench_command)
     return parser
 
 
@@ -167,3 +201,48 @@ def run_train(args) -> int:
         return EXIT_OK
     print(f"error: {status.get('cause')}\nfix: {status.get('fix')}", file=sys.stderr)
     return EXIT_ROW_ERRORS
+
+
+def run_chat(args) -> int:
+    from studio.config import DEMO_MODEL
+    from studio.export import run_config_for
+    from studio.generate import BASE, DEMO_MAX_NEW_TOKENS, GPU_MAX_NEW_TOKENS, LORA, ChatEngine, SamplingSettings
+    from studio.generate import resolve_adapter
+    from studio.models import ModelNotFound
+
+    try:
+        adapter = resolve_adapter(args.adapter)
+        model = args.model or run_config_for(adapter).get("model") or DEMO_MODEL
+        default_tokens = DEMO_MAX_NEW_TOKENS if model == DEMO_MODEL else GPU_MAX_NEW_TOKENS
+        settings = SamplingSettings(max_new_tokens=args.max_new_tokens or default_tokens,
+                                    temperature=args.temperature, top_p=args.top_p, seed=args.seed)
+        if settings.max_new_tokens < 1:
+            raise ValueError("--max-new-tokens must be at least 1")
+        engine = ChatEngine()
+        engine.load(model, str(adapter))
+    except (ValueError, ModelNotFound) as error:
+        return _fail(args, str(error), EXIT_UNREADABLE)
+    conversation = [{"role": "user", "content": args.prompt}]
+    replies = engine.answer({BASE: conversation, LORA: conversation}, settings)
+    if args.json:
+        print(json.dumps({"prompt": args.prompt, "model": model, "adapter": str(adapter),
+                          **{side: reply.to_json() for side, reply in replies.items()}}, ensure_ascii=False))
+        return EXIT_OK
+    for side, reply in replies.items():
+        print(f"=== {side.upper()} ({reply.tokens} tokens, {reply.tokens_per_s:.1f} tokens/s)")
+        print(f"[reasoning] {reply.reasoning}\n[answer] {reply.answer or '(none: the reasoning did not finish)'}\n")
+    return EXIT_OK
+
+
+def run_bench_command(args) -> int:
+    from studio.bench import print_results, run_bench
+
+    try:
+        result = run_bench(name=args.name, model=args.model, method=args.method, data=args.data, steps=args.steps,
+                           seq=args.seq, batch_size=args.batch_size, lora_r=args.lora_r, lora_alpha=args.lora_r,
+                           packing=args.packing, liger=args.liger,
+                           gradient_checkpointing={"auto": None, "on": True, "off": False}[args.checkpointing])
+    except (ValueError, RuntimeError) as error:
+        return _fail(args, str(error), EXIT_ROW_ERRORS)
+    print_results([result], args.json)
+    return EXIT_OK

@@ -1,9 +1,16 @@
+import atexit
 import os
+import shutil
+import tempfile
+from pathlib import Path
 
 import pytest
 
-# Tests never reach a model or dataset hub.
+# Tests never reach a model or dataset hub, and write runs and exports into a throwaway STUDIO_HOME
+# (set before any studio module reads it).
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ["STUDIO_HOME"] = tempfile.mkdtemp(prefix="studio-tests-")
+atexit.register(shutil.rmtree, os.environ["STUDIO_HOME"], ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -14,15 +21,15 @@ def demo_tokenizer():
 
 
 @pytest.fixture(scope="session")
-def studio_url(tmp_path_factory):
-    """The studio running in this process on a free port, writing into a temporary STUDIO_HOME."""
-    import studio.config as config
+def studio_home():
+    return Path(os.environ["STUDIO_HOME"])
 
-    home = tmp_path_factory.mktemp("studio-home")
-    config.STUDIO_HOME, config.DATASETS_DIR, config.RUNS_DIR = home, home / "datasets", home / "runs"
+
+@pytest.fixture(scope="session")
+def studio_url(studio_home):
+    """The studio running in this process on a free port, writing into the tests' STUDIO_HOME."""
     from studio.ui import app as studio_app
 
-    studio_app.STUDIO_HOME, studio_app.DATASETS_DIR = home, home / "datasets"
     app = studio_app.build_app()
     app.queue().launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=None, quiet=True,
                        **studio_app.launch_settings())

@@ -9,7 +9,7 @@ from studio.checks import EXPORT_STYLES, FIXES
 from studio.config import DEFAULT_MAX_LENGTH, DEFAULT_MODEL, KNOWN_MODELS, SAMPLE_DATASETS, SAMPLES_DIR
 from studio.config import on_space
 from studio.records import FORMATS, looks_like_hub_id
-from studio.ui.layout import core_progress, user_errors
+from studio.ui.layout import core_progress, intro, user_errors
 from studio.validate import fix_and_save, validate
 
 DEFAULT_FIXES = ["convert_foreign", "repair_unopened", "drop_errors", "drop_duplicates"]
@@ -58,6 +58,7 @@ def apply(report, fixes, style, model, max_length):
     return str(path), gr.DownloadButton(value=str(path), visible=True), message
 
 
+@user_errors
 def check_typed_source(source, *settings, progress=gr.Progress()):
     """A Hub id, or on the studio's own machine also a file path (never on a public Space)."""
     source = (source or "").strip()
@@ -66,15 +67,25 @@ def check_typed_source(source, *settings, progress=gr.Progress()):
     return check(source, *settings, progress=progress)
 
 
+@user_errors
 def preview_selected(report, event: gr.SelectData):
     row = event.row_value[0]
     return row, dataview.row_preview_markdown(report, row)
 
 
+@user_errors
 def filter_problems(report, code):
     return dataview.problem_frame(report, code) if report else None
 
 
+@user_errors
+def preview_row_markdown(report, row):
+    if report is None:
+        raise gr.Error("Check a dataset first: upload a file or pick a sample above.")
+    return dataview.row_preview_markdown(report, row)
+
+
+@user_errors
 def pick_sample(name):
     return str(SAMPLES_DIR / name) if name else None
 
@@ -83,15 +94,20 @@ def build(cleaned_dataset: gr.State) -> None:
     """The Data tab's widgets; `cleaned_dataset` receives the path of the cleaned set."""
     report_state = gr.State(None)
     source_state = gr.State(None)
+    intro("**Check your examples before training.** Upload a file (or pick a bundled sample): every row is checked "
+          "for what breaks R1 fine-tunes, with the fix next to each problem. Then press **Apply fixes** — the "
+          "cleaned file goes to the Train tab.", "data-intro")
     with gr.Row():
         with gr.Column(scale=2):
             upload = gr.File(label="Upload a dataset (.jsonl, .json, .csv, .parquet)", type="filepath",
                              file_types=[".jsonl", ".json", ".csv", ".parquet"], elem_id="data-upload")
             with gr.Row():
                 sample = gr.Dropdown(choices=[(f"{name} — {about}", name) for name, about in SAMPLE_DATASETS.items()],
-                                     value=None, label="…or a bundled sample", elem_id="data-sample")
-                hub_id = gr.Textbox(label="…or a Hub dataset id (or a path on this machine)",
+                                     value=None, label="…or a bundled sample", elem_id="data-sample",
+                                     info="broken-sample.jsonl trips every check: a quick tour.")
+                hub_id = gr.Textbox(label="…or a Hub dataset id" + ("" if on_space() else " (or a path on this machine)"),
                                     placeholder="owner/name[:split] — press Enter",
+                                    info="Needs the network (or the dataset in the local cache).",
                                     elem_id="data-hub-id")
         with gr.Column(scale=1):
             model = gr.Dropdown(choices=list(KNOWN_MODELS), value=DEFAULT_MODEL, allow_custom_value=True,
@@ -100,15 +116,20 @@ def build(cleaned_dataset: gr.State) -> None:
             max_length = gr.Number(value=DEFAULT_MAX_LENGTH, precision=0, minimum=1, label="max_length (tokens)",
                                    elem_id="data-max-length",
                                    info="R1 reasoning runs long: keep ≥ 4096 so the chain of thought is not cut.")
-            measure = gr.Checkbox(value=True, label="Measure token lengths", elem_id="data-measure")
+            measure = gr.Checkbox(value=True, label="Measure token lengths", elem_id="data-measure",
+                                  info="Finds rows cut by max_length; slower on big files.")
             recheck = gr.Button("Check again", variant="primary", elem_id="data-check")
-    with gr.Accordion("Field mapping (when the format is not detected right)", open=False):
+    with gr.Accordion("Field mapping (when the format is not detected right)", open=False,
+                      elem_id="data-mapping-accordion"):
         with gr.Row():
             form = gr.Dropdown(choices=[("detect", "")] + [(name, name) for name in FORMATS], value="",
-                               label="format", elem_id="data-format")
-            fields = [gr.Textbox(label=f"{name} field", placeholder="detected", elem_id=f"data-field-{name}")
+                               label="format", elem_id="data-format",
+                               info="Leave on detect unless the overview names the wrong format.")
+            fields = [gr.Textbox(label=f"{name} field", placeholder="detected", elem_id=f"data-field-{name}",
+                                 info=f"The column holding the {name}; blank: detected.")
                       for name in MAPPING_FIELDS]
-    overview = gr.Markdown("Load a dataset to see its report.", elem_id="data-overview")
+    overview = gr.Markdown("**No dataset yet.** Upload a file above, or pick `broken-sample.jsonl` to see every "
+                           "check at work. The report shows up here.", elem_id="data-overview")
     with gr.Group(visible=False) as results:
         summary = gr.Dataframe(headers=dataview.SUMMARY_COLUMNS, label="Issues by code", interactive=False,
                                wrap=True, elem_id="data-summary")
@@ -116,18 +137,21 @@ def build(cleaned_dataset: gr.State) -> None:
                                x_title="tokens per row", y_title="rows", x_label_angle=-45, elem_id="data-histogram")
         with gr.Row():
             code_filter = gr.Dropdown(choices=[dataview.ALL_CODES], value=dataview.ALL_CODES,
-                                      label="Show problem rows with", elem_id="data-code-filter")
+                                      label="Show problem rows with", elem_id="data-code-filter",
+                                      info="One code at a time, or all of them.")
         problems = gr.Dataframe(headers=dataview.PROBLEM_COLUMNS, label="Problem rows (select one to preview)",
                                 interactive=False, wrap=True, max_height=400, elem_id="data-problems")
         with gr.Row():
-            preview_row = gr.Number(label="Preview row", precision=0, elem_id="data-preview-row", scale=0)
+            preview_row = gr.Number(label="Preview row", precision=0, elem_id="data-preview-row", scale=0,
+                                    info="Type a row number and press Enter.")
             preview = gr.Markdown(elem_id="data-preview")
         with gr.Row():
             fixes = gr.CheckboxGroup(choices=[(about, name) for name, about in FIXES.items()], value=DEFAULT_FIXES,
-                                     label="Fixes", elem_id="data-fixes")
+                                     label="Fixes", elem_id="data-fixes",
+                                     info="Rows with errors are left out of training anyway; these make it explicit.")
             with gr.Column():
                 style = gr.Radio(choices=list(EXPORT_STYLES), value="conversation", label="Export layout",
-                                 elem_id="data-style")
+                                 elem_id="data-style", info="Both train the same; pick what your other tools read.")
                 apply_button = gr.Button("Apply fixes", variant="primary", elem_id="data-apply")
                 download = gr.DownloadButton("Download cleaned file", visible=False, elem_id="data-download")
         fix_status = gr.Markdown(elem_id="data-fix-status")
@@ -142,6 +166,6 @@ def build(cleaned_dataset: gr.State) -> None:
     recheck.click(check, [source_state, *settings], outputs, api_visibility="private")
     code_filter.input(filter_problems, [report_state, code_filter], problems, api_name="filter_problems")
     problems.select(preview_selected, [report_state], [preview_row, preview], api_visibility="private")
-    preview_row.submit(dataview.row_preview_markdown, [report_state, preview_row], preview, api_name="preview_row")
+    preview_row.submit(preview_row_markdown, [report_state, preview_row], preview, api_name="preview_row")
     apply_button.click(apply, [report_state, fixes, style, model, max_length], [cleaned_dataset, download, fix_status],
                        api_name="apply_fixes")

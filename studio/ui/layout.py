@@ -1,45 +1,115 @@
-"""Layout bits every tab shares: theme, css, header, and turning core errors into toasts."""
+"""Layout bits every tab shares: theme, css, header, tab intros, the Space banner, and errors as toasts."""
 
 from __future__ import annotations
 
 import functools
+import inspect
+import logging
 
 import gradio as gr
 
-from studio.models import ModelNotFound
+from studio.generate import ModelBusy
+from studio.models import ModelNotFound, UnsupportedSetup
 from studio.records import DatasetUnreadable
+from studio.training import JobBusy
+
+log = logging.getLogger("studio.ui")
 
 THEME = gr.themes.Soft(primary_hue="indigo", secondary_hue="slate")
 CSS = """
-#studio-header h1 { margin-bottom: 0.2em; }
-.studio-steps { font-size: 0.95em; opacity: 0.85; }
+#studio-header h1 { margin-bottom: 0.1em; }
+.studio-lead { font-size: 1.05em; margin: 0 0 0.6em 0; }
+.studio-steps { display: grid; grid-template-columns: repeat(3, minmax(0, 1fr)); gap: 12px; margin-bottom: 0.6em; }
+.studio-step { border: 1px solid var(--border-color-primary); border-radius: 12px; padding: 10px 14px;
+               background: var(--background-fill-secondary); }
+.studio-step b { display: block; font-size: 1.05em; margin-bottom: 2px; }
+.studio-step span { font-size: 0.92em; opacity: 0.85; }
+.studio-hint { border-left: 4px solid var(--color-accent); padding: 6px 12px; border-radius: 6px;
+               background: var(--background-fill-secondary); font-size: 0.95em; }
+#space-banner { border: 1px solid #f59e0b; background: #fffbeb; color: #78350f; border-radius: 10px;
+                padding: 8px 14px; }
+.prose.studio-intro { font-size: 0.95em; opacity: 0.9; }
+.block.studio-empty-state { border: 1px dashed var(--border-color-primary); border-radius: 10px; padding: 10px 14px;
+                background: var(--background-fill-secondary); }
+#train-estimate { border: 1px solid var(--border-color-primary); border-radius: 10px; padding: 4px 12px;
+                  background: var(--background-fill-secondary); }
 .studio-progress { height: 14px; border-radius: 7px; background: var(--neutral-200); overflow: hidden; }
 .studio-progress-bar { height: 100%; background: var(--primary-500); transition: width 0.5s; }
 .studio-progress-text { font-size: 0.9em; margin-top: 4px; }
+@media (max-width: 800px) { .studio-steps { grid-template-columns: 1fr; } }
 """
 
-HEADER = """# R1 LoRA Studio
+HEADER = """# 🧠 R1 LoRA Studio
+<p class="studio-lead">Teach a DeepSeek-R1 reasoning model something new with your own examples, then see what
+changed. Three steps, one tab each:</p>
 <div class="studio-steps">
+<div class="studio-step"><b>1 · Data — check your examples</b><span>Upload a file. The studio finds what would
+break R1 training (missing or unclosed <code>&lt;think&gt;</code>, cut-off reasoning…) and fixes it.</span></div>
+<div class="studio-step"><b>2 · Train — press Start</b><span>LoRA or QLoRA with a live loss plot. Stop and
+resume whenever you like; runs are kept.</span></div>
+<div class="studio-step"><b>3 · Chat — compare</b><span>Ask the original model and your fine-tune the same
+question, side by side, and download the result.</span></div>
+</div>
+<div class="studio-hint">💡 <b>Start with the demo:</b> nothing to install or upload. Open <b>2. Train</b> and
+press <b>Start</b> (the demo model and data are filled in; a few minutes on a laptop CPU), then ask a sum in
+<b>3. Chat</b>. To see the checks at work, pick <code>broken-sample.jsonl</code> in <b>1. Data</b>.</div>"""
 
-**1. Data** — load a reasoning dataset and fix what would break an R1 fine-tune ·
-**2. Train** — LoRA / QLoRA with live plots ·
-**3. Chat** — the base and the fine-tune side by side
-</div>"""
+
+def header() -> None:
+    gr.Markdown(HEADER, elem_id="studio-header")
+
+
+def intro(text: str, elem_id: str) -> gr.Markdown:
+    """The one line at the top of each tab that says what to do there."""
+    return gr.Markdown(text, elem_id=elem_id, elem_classes="studio-intro")
+
+
+def space_banner(notice: str | None) -> None:
+    """The Space's limits, stated once at the top (nothing when running locally)."""
+    if notice:
+        gr.Markdown(notice, elem_id="space-banner")
+
 
 # Errors whose message is written for the user: shown as a toast, as is.
-USER_ERRORS = (DatasetUnreadable, ModelNotFound, ValueError)
+USER_ERRORS = (DatasetUnreadable, ModelNotFound, UnsupportedSetup, JobBusy, ModelBusy, ValueError)
+UNEXPECTED_FIX = ("What to do: check the settings and try again; if it keeps happening, the terminal running the "
+                  "studio has the details.")
+
+
+def as_toast(error: Exception) -> gr.Error:
+    """A gr.Error for any exception: the message, never a traceback (that goes to the server log)."""
+    if isinstance(error, gr.Error):
+        return error
+    if isinstance(error, USER_ERRORS):
+        return gr.Error(str(error), duration=None)
+    log.exception("unexpected error in a studio handler")
+    text = str(error).strip().splitlines()[0][:300] if str(error).strip() else ""
+    cause = f"{type(error).__name__}: {text}" if text else type(error).__name__
+    return gr.Error(f"Something went wrong ({cause}). {UNEXPECTED_FIX}", duration=None)
 
 
 def user_errors(function):
-    """Turn the core's user-facing errors into a gr.Error toast instead of a stack trace."""
+    """Every handler wears this: any exception becomes a toast with its cause (and a fix where known)."""
+    if inspect.isgeneratorfunction(function):  # streaming handlers: errors arrive while iterating
+
+        @functools.wraps(function)
+        def streaming(*args, **kwargs):
+            try:
+                yield from function(*args, **kwargs)
+            except Exception as error:
+                raise as_toast(error) from None
+
+        streaming.user_errors = True
+        return streaming
 
     @functools.wraps(function)
     def wrapper(*args, **kwargs):
         try:
             return function(*args, **kwargs)
-        except USER_ERRORS as error:
-            raise gr.Error(str(error), duration=None) from None
+        except Exception as error:
+            raise as_toast(error) from None
 
+    wrapper.user_errors = True
     return wrapper
 
 

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import time
+
 import gradio as gr
 
-from studio import trainview
+from studio import spaces, trainview
 from studio.config import DEFAULT_MODEL, DEMO_MODEL, KNOWN_MODELS, SAMPLES_DIR
 from studio.models import check_model_available
-from studio.training import DEMO_PRESET, PRESETS, JobBusy, TrainConfig, available_trackers, default_config
-from studio.ui.layout import user_errors
+from studio.training import DEMO_PRESET, PRESETS, TrainConfig, available_trackers, default_config
+from studio.ui.layout import intro, user_errors
 from studio.workspace import workspace
 
 DEMO_DATA = str(SAMPLES_DIR / "demo-train.jsonl")
@@ -20,11 +22,24 @@ HELP = {
     "max_length": "R1 reasoning runs thousands of tokens: ≥ 4096 keeps the chain of thought whole.",
     "lora_r": "Rank of the LoRA update: 16–64 is usual; higher learns more and costs more memory.",
     "lora_alpha": "Scale of the LoRA update; 2× r is a common choice.",
+    "lora_dropout": "0.05 is usual; 0 for tiny runs like the demo.",
     "batch_size": "Rows per step on the device. Raise grad accumulation instead when memory is short.",
     "grad_accum": "Steps whose gradients add up before one optimizer update (effective batch = batch × this).",
-    "epochs": "Passes over the data; max steps > 0 overrides it.",
-    "method": "LoRA trains on bf16 weights; QLoRA on 4-bit NF4 weights (about half the memory, CUDA only).",
+    "epochs": "Passes over the data; max steps > 0 overrides it. 1–3 is usual.",
+    "max_steps": "Stop after this many optimizer steps (0: run the epochs). Handy for a quick try.",
+    "method": "LoRA trains on bf16 weights (never fp16: R1-Distill overflows in it); QLoRA on 4-bit NF4 weights "
+              "(about half the memory, CUDA only).",
+    "preset": "Fills the settings below: the seed's advice for the 7B/8B bases, or a fast run for the demo model.",
+    "targets": "Which layers get LoRA: all linear layers learn more; q/k/v/o only is the seed's lighter choice.",
+    "warmup": "Learning-rate warm-up: a fraction of the steps (e.g. 0.03) or a number of steps.",
+    "scheduler": "How the learning rate falls after warm-up; cosine is the usual choice.",
+    "eval_split": "Hold out this fraction of rows to plot an eval loss (0: none).",
+    "save_steps": "Also keep a checkpoint every N steps; Stop always saves one to resume from.",
+    "seed": "Same seed and settings, same run.",
+    "checkpointing": "Recompute activations to save GPU memory (slower). auto: on with a GPU, off on CPU.",
+    "trackers": "Off by default; pip install tensorboard, wandb or trackio to add one.",
 }
+POLL_S = 1.0  # how often live outputs refresh (timer and the ZeroGPU foreground loop)
 
 
 CONFIG_DEFAULTS = TrainConfig(data="", output="")
@@ -56,6 +71,7 @@ def build_config(data, model, method, learning_rate, lora_r, lora_alpha, lora_dr
         report_to=list(trackers or []))
 
 
+@user_errors
 def show_estimate(data, *settings):
     try:
         config = build_config(data or DEMO_DATA, *settings)
@@ -68,34 +84,58 @@ def show_estimate(data, *settings):
 def start(data, *settings):
     if not data:
         raise gr.Error("Choose a dataset: clean one in the Data tab, upload a file, or use the demo set.")
+    if not spaces.path_allowed_on_space(data, gr.utils.get_upload_folder()):
+        raise gr.Error("On a Space, train on an uploaded file, a bundled sample or the Data tab's cleaned set: "
+                       "typed file paths are off. Upload the file above instead.")
     config = build_config(data, *settings)
     check_model_available(config.model)  # offline and not downloaded: say so now, not after loading the data
-    try:
-        workspace().start(config)
-    except JobBusy as error:
-        raise gr.Error(str(error)) from None
+    if spaces.on_zero_gpu():
+        yield from train_in_foreground(config=config)
+        return
+    workspace().start(config)
     gr.Info(f"Training started: {config.output}")
-    return gr.Timer(active=True)
+    yield refresh()
 
 
 @user_errors
 def resume(run_name):
     if not run_name:
         raise gr.Error("Select a stopped or interrupted run in the history table first.")
-    try:
-        workspace().resume(run_name)
-    except JobBusy as error:
-        raise gr.Error(str(error)) from None
-    return gr.Timer(active=True)
+    if spaces.on_zero_gpu():
+        yield from train_in_foreground(run_name=run_name)
+        return
+    workspace().resume(run_name)
+    yield refresh()
 
 
+@spaces.gpu(duration=spaces.TRAIN_GPU_SECONDS)
+def train_in_foreground(config=None, run_name=None):
+    """ZeroGPU: a GPU exists only inside this call, so the job's thread starts here and this loop polls it,
+    streaming the live outputs (the timer stays off) until the run ends."""
+    job = workspace().resume(run_name) if run_name else workspace().start(config)
+    while job.running:
+        yield refresh(poll=False)
+        time.sleep(POLL_S)
+    yield refresh(poll=False)
+
+
+@user_errors
 def stop():
-    if not workspace().stop():
+    if workspace().stop():
+        return
+    if spaces.on_zero_gpu():  # the run lives in a GPU worker: Stop cancels that call (see build)
+        gr.Warning("Stopping: the run's GPU call is cancelled. Without a checkpoint (Save every N steps) it cannot "
+                   "be resumed.")
+    else:
         gr.Warning("No training run is going.")
 
 
-def refresh():
-    """Everything live, read from the workspace's job (shared by all sessions) and the disk."""
+@user_errors
+def refresh(poll: bool = True):
+    """Everything live, read from the workspace's job (shared by all sessions) and the disk.
+
+    `poll`: whether the page's timer keeps polling while the job runs (off when a foreground call streams).
+    """
     job = workspace().job
     status = job.status if job else {}
     metrics = job.metrics() if job else []
@@ -107,9 +147,9 @@ def refresh():
         plot_value(trainview.series_frame(metrics, "learning_rate")),
         plot_value(trainview.series_frame(metrics, "tokens_per_s")),
         trainview.history_frame(workspace().history()),
-        gr.Timer(active=running),
-        gr.Button(interactive=not running),
-        gr.Button(interactive=running),
+        gr.update(active=running and poll),  # plain updates: a ZeroGPU worker sends them back pickled
+        gr.update(interactive=not running),
+        gr.update(interactive=running),
     )
 
 
@@ -118,23 +158,37 @@ def plot_value(frame):
     return frame if len(frame) else None
 
 
+@user_errors
 def select_run(event: gr.SelectData):
     return event.row_value[0]
 
 
+@user_errors
 def use_dataset(path):
     return path or DEMO_DATA
 
 
+@user_errors
+def uploaded(path):
+    return path
+
+
+@user_errors
+def build_preset_for_model(model, method):
+    return preset_for_model(model, method)
+
+
 def build(app: gr.Blocks, cleaned_dataset: gr.State) -> None:
     defaults = dict(zip(PRESET_FIELDS, preset_values(DEMO_PRESET)))
+    intro("**Train a LoRA on top of the base model.** The demo model and data are filled in: press **Start** "
+          "and watch the loss fall. Stop whenever you like and resume later from the history below.", "train-intro")
     with gr.Row():
         with gr.Column(scale=2):
             data = gr.Textbox(value=DEMO_DATA, label="Dataset (the Data tab's cleaned set lands here)",
                               info="A .jsonl/.json/.csv/.parquet file; rows with errors are left out.",
                               elem_id="train-data")
             upload = gr.File(label="…or upload one", type="filepath", file_types=[".jsonl", ".json", ".csv", ".parquet"],
-                             height=90, elem_id="train-upload")
+                             height=140, elem_id="train-upload")
         with gr.Column(scale=2):
             model = gr.Dropdown(choices=[(f"{name} — {about}", name) for name, about in KNOWN_MODELS.items()],
                                 value=DEFAULT_MODEL, allow_custom_value=True, label="Base model",
@@ -143,57 +197,65 @@ def build(app: gr.Blocks, cleaned_dataset: gr.State) -> None:
             with gr.Row():
                 method = gr.Radio(["lora", "qlora"], value=defaults["method"], label="Method", info=HELP["method"],
                                   elem_id="train-method")
-                preset = gr.Dropdown(list(PRESETS), value=DEMO_PRESET, label="Preset", elem_id="train-preset")
+                preset = gr.Dropdown(list(PRESETS), value=DEMO_PRESET, label="Preset", info=HELP["preset"],
+                                     elem_id="train-preset")
     with gr.Row():
         learning_rate = gr.Number(defaults["learning_rate"], label="Learning rate", info=HELP["learning_rate"],
                                   elem_id="train-lr")
         epochs = gr.Number(defaults["epochs"], label="Epochs", info=HELP["epochs"], elem_id="train-epochs")
-        max_steps = gr.Number(0, precision=0, label="Max steps (0 = use epochs)", elem_id="train-max-steps")
+        max_steps = gr.Number(0, precision=0, label="Max steps (0 = use epochs)", info=HELP["max_steps"],
+                              elem_id="train-max-steps")
         max_length = gr.Number(defaults["max_length"], precision=0, label="Max length", info=HELP["max_length"],
                                elem_id="train-max-length")
         batch_size = gr.Number(defaults["batch_size"], precision=0, label="Batch size", info=HELP["batch_size"],
                                elem_id="train-batch-size")
         grad_accum = gr.Number(defaults["grad_accum"], precision=0, label="Grad accumulation", info=HELP["grad_accum"],
                                elem_id="train-grad-accum")
-    with gr.Accordion("Advanced", open=False):
+    with gr.Accordion("Advanced", open=False, elem_id="train-advanced"):
         with gr.Row():
             lora_r = gr.Number(defaults["lora_r"], precision=0, label="LoRA r", info=HELP["lora_r"], elem_id="train-r")
             lora_alpha = gr.Number(defaults["lora_alpha"], precision=0, label="LoRA alpha", info=HELP["lora_alpha"],
                                    elem_id="train-alpha")
-            lora_dropout = gr.Number(defaults["lora_dropout"], label="LoRA dropout", elem_id="train-dropout")
+            lora_dropout = gr.Number(defaults["lora_dropout"], label="LoRA dropout", info=HELP["lora_dropout"],
+                                     elem_id="train-dropout")
             targets = gr.Radio([("all linear layers", "all-linear"), ("q/k/v/o only (seed)", "attention")],
-                               value="all-linear", label="LoRA targets", elem_id="train-targets")
+                               value="all-linear", label="LoRA targets", info=HELP["targets"], elem_id="train-targets")
         with gr.Row():
-            warmup = gr.Number(defaults["warmup"], label="Warmup (fraction < 1, or steps)", elem_id="train-warmup")
+            warmup = gr.Number(defaults["warmup"], label="Warmup (fraction < 1, or steps)", info=HELP["warmup"],
+                               elem_id="train-warmup")
             scheduler = gr.Dropdown(["cosine", "linear", "constant_with_warmup"], value="cosine",
-                                    label="LR schedule", elem_id="train-scheduler")
-            eval_split = gr.Number(0.0, label="Eval split (fraction)", elem_id="train-eval-split")
-            save_steps = gr.Number(0, precision=0, label="Save every N steps (0 = at stop/end)", elem_id="train-save")
-            seed = gr.Number(42, precision=0, label="Seed", elem_id="train-seed")
+                                    label="LR schedule", info=HELP["scheduler"], elem_id="train-scheduler")
+            eval_split = gr.Number(0.0, label="Eval split (fraction)", info=HELP["eval_split"],
+                                   elem_id="train-eval-split")
+            save_steps = gr.Number(0, precision=0, label="Save every N steps (0 = at stop/end)",
+                                   info=HELP["save_steps"], elem_id="train-save")
+            seed = gr.Number(42, precision=0, label="Seed", info=HELP["seed"], elem_id="train-seed")
             checkpointing = gr.Radio(["auto", "on", "off"], value="auto", label="Gradient checkpointing",
-                                     info="auto: on with a GPU, off on CPU", elem_id="train-checkpointing")
+                                     info=HELP["checkpointing"], elem_id="train-checkpointing")
             trackers = gr.CheckboxGroup(available_trackers(), value=[], label="Experiment tracking (installed ones)",
-                                        info="Off by default; pip install tensorboard, wandb or trackio to add one.",
-                                        elem_id="train-trackers")
-    estimate = gr.Markdown(elem_id="train-estimate")
-    with gr.Row():
-        start_button = gr.Button("Start", variant="primary", elem_id="train-start")
-        stop_button = gr.Button("Stop", variant="stop", interactive=False, elem_id="train-stop")
+                                        info=HELP["trackers"], elem_id="train-trackers")
+    with gr.Row(equal_height=True):
+        estimate = gr.Markdown(elem_id="train-estimate")  # the "fits on your device" badge, next to Start
+        with gr.Column(scale=0, min_width=260):
+            start_button = gr.Button("▶ Start", variant="primary", elem_id="train-start")
+            stop_button = gr.Button("■ Stop", variant="stop", interactive=False, elem_id="train-stop")
     status = gr.Markdown(trainview.status_markdown({}, None), elem_id="train-status")
     progress = gr.HTML(trainview.progress_html({}), elem_id="train-progress")
     with gr.Row():
-        loss_plot = gr.LinePlot(None, x="step", y="value", color="series", title="Loss",
+        loss_plot = gr.LinePlot(None, x="step", y="value", color="series", title="Loss", label="Loss",
                                 color_map={"loss": "#6366f1", "eval loss": "#f97316"}, elem_id="train-loss-plot")
-        lr_plot = gr.LinePlot(None, x="step", y="learning_rate", title="Learning rate", y_axis_format=".1e",
-                              elem_id="train-lr-plot")
-        speed_plot = gr.LinePlot(None, x="step", y="tokens_per_s", title="Tokens / s", elem_id="train-speed-plot")
-    gr.Markdown("### Run history")
+        lr_plot = gr.LinePlot(None, x="step", y="learning_rate", title="Learning rate", label="Learning rate",
+                              y_axis_format=".1e", elem_id="train-lr-plot")
+        speed_plot = gr.LinePlot(None, x="step", y="tokens_per_s", title="Tokens / s", label="Tokens / s",
+                                 elem_id="train-speed-plot")
+    gr.Markdown("### Run history", elem_id="train-history-title")
     history = gr.Dataframe(trainview.history_frame(workspace().history()), interactive=False,
-                           label="Runs (select one to resume it)", elem_id="train-history")
+                           label="Runs (select one to resume it or to chat with it)", elem_id="train-history")
     with gr.Row():
-        selected_run = gr.Textbox(label="Selected run", interactive=False, elem_id="train-selected-run")
-        resume_button = gr.Button("Resume selected run", elem_id="train-resume")
-    timer = gr.Timer(1.0, active=False)
+        selected_run = gr.Textbox(label="Selected run", interactive=False, elem_id="train-selected-run",
+                                  info="Click a row of the history to select it.")
+        resume_button = gr.Button("⟳ Resume selected run", elem_id="train-resume")
+    timer = gr.Timer(POLL_S, active=False)
 
     settings = [model, method, learning_rate, lora_r, lora_alpha, lora_dropout, max_length, batch_size, grad_accum,
                 epochs, warmup, max_steps, targets, scheduler, eval_split, save_steps, seed, checkpointing, trackers]
@@ -205,15 +267,19 @@ def build(app: gr.Blocks, cleaned_dataset: gr.State) -> None:
     for widget in [data, *settings]:
         widget.change(show_estimate, [data, *settings], estimate, api_visibility="private", show_progress="hidden")
     app.load(show_estimate, [data, *settings], estimate, api_name="estimate")
-    upload.upload(lambda path: path, upload, data, api_visibility="private")
-    preset.input(preset_values, preset, preset_widgets, api_visibility="private")
-    model.input(preset_for_model, [model, method], preset, api_visibility="private").then(
-        preset_values, preset, preset_widgets, api_visibility="private")
-    start_button.click(start, [data, *settings], timer, api_name="start_training").then(refresh, None, live,
-                                                                                          api_visibility="private")
-    stop_button.click(stop, None, None, api_name="stop_training")
-    resume_button.click(resume, selected_run, timer, api_name="resume_training").then(refresh, None, live,
-                                                                                       api_visibility="private")
+    upload.upload(uploaded, upload, data, api_visibility="private")
+    preset.input(user_errors(preset_values), preset, preset_widgets, api_visibility="private")
+    model.input(build_preset_for_model, [model, method], preset, api_visibility="private").then(
+        user_errors(preset_values), preset, preset_widgets, api_visibility="private")
+    # On ZeroGPU, Start streams the whole run: one at a time, in the same queue as everything that uses the GPU.
+    start_event = start_button.click(start, [data, *settings], live, api_name="start_training",
+                                     show_progress="hidden", concurrency_id="gpu", concurrency_limit=1)
+    resume_event = resume_button.click(resume, selected_run, live, api_name="resume_training", show_progress="hidden",
+                                       concurrency_id="gpu", concurrency_limit=1)
+    # Elsewhere Stop asks the job to stop at the next step (and save); on ZeroGPU the job runs in a GPU worker
+    # process this one cannot reach, so Stop cancels the streaming call that holds it.
+    stop_button.click(stop, None, None, api_name="stop_training",
+                      cancels=[start_event, resume_event] if spaces.on_zero_gpu() else None)
     history.select(select_run, None, selected_run, api_visibility="private")
     timer.tick(refresh, None, live, api_visibility="private", show_progress="hidden")
     app.load(refresh, None, live, api_name="training_status")  # a reloaded page re-attaches to the running job
