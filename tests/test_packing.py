@@ -41,3 +41,13 @@ def test_training_with_packing(tmp_path):
     rows = job.metrics()
     assert len(rows) == 4 and rows[-1]["loss"] < rows[0]["loss"]
     assert rows[-1]["tokens_seen"] > 0
+
+
+def test_engine_comparison_guard_flags_a_loss_gap():
+    from studio.benchmarks.compare_engines import correctness_guard
+
+    rows = [{"config": "studio-lora", "first_loss": 12.601}, {"config": "studio-lora-noliger", "first_loss": 12.6007}]
+    assert correctness_guard(rows)["ok"]
+    rows[0]["first_loss"] = 13.5
+    assert not correctness_guard(rows)["ok"]
+    assert correctness_guard([{"config": "seed"}]) is None

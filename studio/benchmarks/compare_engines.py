@@ -53,6 +53,23 @@ def parse(output: str) -> dict | None:
     return None
 
 
+# Same seed, same first batch, same initial weights: the fast path's first loss must equal the plain path's
+# within bf16 rounding (the fused cross-entropy adds up the same terms in another order).
+GUARD_PAIRS = (("studio-lora", "studio-lora-noliger"),)
+BF16_RELATIVE_TOLERANCE = 1e-2
+
+
+def correctness_guard(results: list[dict]) -> dict | None:
+    by_name = {result["config"]: result for result in results}
+    for fast, plain in GUARD_PAIRS:
+        if "first_loss" in by_name.get(fast, {}) and "first_loss" in by_name.get(plain, {}):
+            a, b = by_name[fast]["first_loss"], by_name[plain]["first_loss"]
+            relative = abs(a - b) / max(abs(b), 1e-9)
+            return {"guard": f"{fast} vs {plain}", "fast_loss": a, "plain_loss": b,
+                    "relative_difference": relative, "ok": relative <= BF16_RELATIVE_TOLERANCE}
+    return None
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model_dir")
@@ -84,6 +101,11 @@ def main(argv=None) -> int:
         print(json.dumps(result), flush=True)
         with open(out / "results.jsonl", "a") as handle:
             handle.write(json.dumps(result) + "\n")
+    guard = correctness_guard(results)
+    if guard:
+        print(json.dumps(guard))
+        with open(out / "results.jsonl", "a") as handle:
+            handle.write(json.dumps(guard) + "\n")
     print("\n| config | data | tokens/s | peak GiB |\n|---|---|---|---|")
     for result in results:
         speed = result.get("tokens_per_s")
