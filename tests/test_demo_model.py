@@ -223,9 +223,9 @@ def test_answer_styles():
     english = demo_data.Problem("What is 3 + 5?", "3 + 5 = 8.", 8, demo_data.ENGLISH, "+")
     chinese = demo_data.Problem("3 + 5 等于多少？", "3 + 5 = 8。", 8, demo_data.CHINESE, "+")
     assert english.reply() == "<think>\n3 + 5 = 8.\n</think>\n\nThe answer is 8."
-    assert english.answer(demo_data.BOXED_STYLE) == "Final answer: \\boxed{8}"
+    assert english.answer(demo_data.BOXED_STYLE) == "The answer is \\boxed{8}."
     assert chinese.answer() == "答案是：8"
-    assert chinese.answer(demo_data.BOXED_STYLE) == "最终答案：\\boxed{8}"
+    assert chinese.answer(demo_data.BOXED_STYLE) == "答案是：\\boxed{8}"
 
 
 def test_problem_arithmetic_is_right():
@@ -261,7 +261,7 @@ def test_demo_train_rows_box_their_answer():
         assert user["role"] == "user" and assistant["role"] == "assistant"
         split = split_reasoning(assistant["content"])
         assert split.closed and split.reasoning
-        assert re.fullmatch(r"(Final answer: |最终答案：)\\boxed\{\d+\}", split.answer), split.answer
+        assert re.fullmatch(r"(The answer is \\boxed\{\d+\}\.|答案是：\\boxed\{\d+\})", split.answer), split.answer
 
 
 def test_heldout_rows_are_prompts_with_numeric_references():

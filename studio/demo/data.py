@@ -5,7 +5,7 @@ Everything the demo needs comes from here, deterministically (seeded):
 - the pretraining corpus of the demo model: word problems answered in the *base* style
   ("The answer is 8." / "答案是：8"), never boxed;
 - the demo fine-tuning set: the same reasoning, but the answer is boxed
-  ("Final answer: \\boxed{8}" / "最终答案：\\boxed{8}"), a skill the base visibly lacks;
+  ("The answer is \\boxed{8}." / "答案是：\\boxed{8}"), a skill the base visibly lacks;
 - held-out prompts for that skill, with their numeric answers;
 - a clean sample dataset in the seed's `query`/`response` format.
 
@@ -42,9 +42,11 @@ class Problem:
 
     def answer(self, style: str = BASE_STYLE) -> str:
         if style == BOXED_STYLE:
+            # Same opening words as the base style, so the fine-tune changes only the form of the number
+            # (a new first word would be a token the small model has barely seen, and sampling garbles it).
             if self.language == CHINESE:
-                return f"最终答案：\\boxed{{{self.result}}}"
-            return f"Final answer: \\boxed{{{self.result}}}"
+                return f"答案是：\\boxed{{{self.result}}}"
+            return f"The answer is \\boxed{{{self.result}}}."
         if self.language == CHINESE:
             return f"答案是：{self.result}"
         return f"The answer is {self.result}."

@@ -10,10 +10,11 @@ import zipfile
 import pytest
 
 from studio.config import SAMPLES_DIR
-from tests.browser.conftest import open_tab, plot_points, save_screenshot, train_step, wait_until
+from tests.browser.conftest import SCREENSHOTS, open_tab, plot_points, save_screenshot, train_step, wait_until
 
-# The demo preset runs 75 steps; 50 keep the test short and leave room to reload and stop mid-run.
-MAX_STEPS = 50
+# The demo preset runs 156 steps (12 epochs of 13); 50 keep the test short and leave room to reload and stop
+# mid-run. Refreshing the README's screenshots trains the whole preset, so the chat shows the taught answer.
+MAX_STEPS = 156 if SCREENSHOTS else 50
 PROMPT = "Tom has 4 apples and buys 5 more. How many apples does he have now?"
 COMPARE_PROMPTS = [{"prompt": "What is 3 + 4?", "reference": "7"}, {"prompt": "What is 9 - 2?", "reference": "7"},
                    {"prompt": "What is 6 + 2?", "reference": "8"}]
@@ -99,6 +100,9 @@ def test_chat_compare_and_downloads(page, demo_run, tmp_path):
     open_tab(page, "chat")
     page.locator("#chat-adapter input").click()
     page.get_by_role("option", name=re.compile(re.escape(demo_run))).click()
+    # Greedy: a deterministic answer (the demo model is tiny; sampled at 0.6 its rare tokens can garble).
+    page.locator("#chat-sampling-accordion > button.label-wrap, button:has-text('Sampling')").first.click()
+    page.locator("#chat-greedy input[type=checkbox]").check()
     prompt = page.locator("#chat-prompt textarea")
     prompt.fill(PROMPT)
     prompt.press("Enter")  # keyboard submit
