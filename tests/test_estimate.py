@@ -268,3 +268,18 @@ def test_import_is_cheap():
     code = "import sys, studio.estimate; print(sorted(m for m in ('torch', 'transformers', 'gradio') if m in sys.modules))"
     output = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True)
     assert output.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("method,measured_gib", [("lora", 17.16), ("qlora", 11.39)])
+def test_liger_runs_match_the_h200_measurement(method, measured_gib):
+    """Measured with `studio bench --liger` (r=32, 1 × 4096, H200, 2026-11-28): the logits term goes away."""
+    from studio.estimate import estimate
+    from studio.models import Device
+
+    config = {"method": method, "lora_r": 32, "max_length": 4096, "batch_size": 1, "lora_dropout": 0.0,
+              "liger": True}
+    h200 = Device("cuda", "NVIDIA H200", 139.8, True)
+    result = estimate("deepseek-ai/DeepSeek-R1-Distill-Qwen-7B", config, h200)
+    assert result.peak_allocated_gib == pytest.approx(measured_gib, rel=0.05)
+    without = estimate("deepseek-ai/DeepSeek-R1-Distill-Qwen-7B", {**config, "liger": False}, h200)
+    assert without.breakdown_gib["logits"] - result.breakdown_gib["logits"] > 5
