@@ -4,7 +4,7 @@ import json
 
 from studio.checks import CODES
 from studio.config import SAMPLES_DIR
-from tests.browser.conftest import save_screenshot
+from tests.browser.conftest import open_tab, save_screenshot, wait_until
 
 
 def test_upload_check_fix_download(page, tmp_path):
@@ -27,3 +27,8 @@ def test_upload_check_fix_download(page, tmp_path):
     rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
     assert rows and all("conversation" in row for row in rows)
     assert all("<think>" in row["conversation"][-1]["content"] for row in rows)
+
+    # The cleaned set becomes the Train tab's dataset.
+    open_tab(page, "train")
+    dataset = page.locator("#train-data textarea, #train-data input").first
+    wait_until(lambda: "-clean-" in dataset.input_value(), 10, "the cleaned set in the Train tab")
