@@ -51,7 +51,7 @@ resume whenever you like; runs are kept.</span></div>
 question, side by side, and download the result.</span></div>
 </div>
 <div class="studio-hint">💡 <b>Start with the demo:</b> nothing to install or upload. Open <b>2. Train</b> and
-press <b>Start</b> (the demo model and data are filled in; a few minutes on a laptop CPU), then ask a sum in
+press <b>Start</b> (the demo model and data are filled in; under a minute on a laptop CPU), then ask a sum in
 <b>3. Chat</b>. To see the checks at work, pick <code>broken-sample.jsonl</code> in <b>1. Data</b>.</div>"""
 
 
