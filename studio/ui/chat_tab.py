@@ -18,7 +18,7 @@ from studio.workspace import workspace
 HELD_OUT = SAMPLES_DIR / "demo-heldout.jsonl"
 EXPORTS = "exports"
 REASONING_TAGS = [("<think>", "</think>")]
-EMPTY_STATE = ("**No fine-tune yet.** Train a run first in the **2. Train** tab (the demo takes a few minutes on a CPU), "
+EMPTY_STATE = ("**No fine-tune yet.** Train a run first in the **2. Train** tab (the demo takes under a minute on a CPU), "
                "then come back: it appears in the list below. You can also type the folder of an adapter you have.")
 
 
