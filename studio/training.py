@@ -127,17 +127,16 @@ def default_config(data: str, output: str, model: str | None = None, **overrides
     preset = PRESETS[DEMO_PRESET] if model == DEMO_MODEL else PRESETS[
         "R1-Distill QLoRA (seed advice)" if method == "qlora" else "R1-Distill LoRA (seed advice)"]
     values = {**preset, **{key: value for key, value in overrides.items() if value is not None}}
-    if "liger" not in values:
-        # Measured on the H200: Liger's fused cross-entropy saves 5.8 GiB and 8 % time on the 7B at 4096
-        # tokens (docs/benchmarks.md), so a GPU run uses it whenever the package is installed.
-        values["liger"] = _cuda_available() and importlib.util.find_spec("liger_kernel") is not None
+    values.setdefault("liger", liger_by_default())
     return TrainConfig(data=data, output=output, model=model, **values)
 
 
-def _cuda_available() -> bool:
+def liger_by_default() -> bool:
+    """Measured on the H200: Liger's fused cross-entropy saves 5.8 GiB and 8 % time on the 7B at 4096
+    tokens (docs/benchmarks.md), so a GPU run uses it whenever the package is installed."""
     import torch
 
-    return torch.cuda.is_available()
+    return torch.cuda.is_available() and importlib.util.find_spec("liger_kernel") is not None
 
 
 # --------------------------------------------------------------------------------------------------

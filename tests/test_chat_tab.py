@@ -20,7 +20,7 @@ def client(studio_url):
 @pytest.fixture(scope="module")
 def run_path(client):
     """A short demo training run made through the Train tab's own endpoint."""
-    settings = ["demo", "lora", 2e-3, 8, 16, 0.0, 256, 8, 1, 1, 0.0, 6, "all-linear", "cosine", 0.0, 0, 42, "auto", []]
+    settings = ["demo", "lora", 2e-3, 8, 16, 0.0, 256, 8, 1, 1, 0.0, 6, "all-linear", "cosine", 0.0, 0, 42, "auto", [], []]
     client.predict(str(SAMPLES_DIR / "demo-train.jsonl"), *settings, api_name="/start_training")
     deadline = time.time() + 180
     while time.time() < deadline:

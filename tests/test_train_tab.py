@@ -15,11 +15,11 @@ def client(studio_url):
     return Client(studio_url, verbose=False)
 
 
-def settings(max_steps=6, model="demo", method="lora"):
+def settings(max_steps=6, model="demo", method="lora", speedups=()):
     # model, method, lr, r, alpha, dropout, max_length, batch, accum, epochs, warmup, max_steps, targets,
-    # scheduler, eval_split, save_steps, seed, checkpointing, trackers
+    # scheduler, eval_split, save_steps, seed, checkpointing, trackers, speed-ups
     return [model, method, 2e-3, 8, 16, 0.0, 256, 4, 1, 1, 0.0, max_steps, "all-linear", "cosine", 0.0, 0, 42, "auto",
-            []]
+            [], speedups]
 
 
 def status(client):
@@ -76,3 +76,13 @@ def test_bad_dataset_is_a_message(client, tmp_path):
     client.predict(str(tmp_path / "missing.jsonl"), *settings(), api_name="/start_training")
     result = wait_for(client, ["failed", "completed"])
     assert "no such file" in result[0]
+
+
+def test_packing_from_the_tab_and_liger_refused_without_its_package(client, studio_home):
+    client.predict(DEMO_TRAIN, *settings(max_steps=3, speedups=["packing"]), api_name="/start_training")
+    result = wait_for(client, ["completed", "failed"])
+    assert "completed" in result[0], result[0]
+    run = result[5]["data"][0][0]
+    assert '"packing": true' in (studio_home / "runs" / run / "config.json").read_text()
+    with pytest.raises(Exception, match="liger-kernel"):
+        client.predict(DEMO_TRAIN, *settings(speedups=["liger"]), api_name="/start_training")

@@ -129,7 +129,7 @@ def test_zero_gpu_start_trains_in_the_foreground(monkeypatch):
     calls = []
     foreground = train_tab.train_in_foreground
     monkeypatch.setattr(train_tab, "train_in_foreground", lambda **kwargs: calls.append(kwargs) or foreground(**kwargs))
-    settings = ["demo", "lora", 2e-3, 8, 16, 0.0, 256, 8, 1, 1, 0.0, 6, "all-linear", "cosine", 0.0, 0, 42, "auto", []]
+    settings = ["demo", "lora", 2e-3, 8, 16, 0.0, 256, 8, 1, 1, 0.0, 6, "all-linear", "cosine", 0.0, 0, 42, "auto", [], []]
     updates = list(train_tab.start(str(SAMPLES_DIR / "demo-train.jsonl"), *settings))
     assert len(calls) == 1 and calls[0]["config"].max_steps == 6
     assert len(updates) >= 2  # it streamed while training

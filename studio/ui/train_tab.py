@@ -9,7 +9,7 @@ import gradio as gr
 from studio import spaces, trainview
 from studio.config import DEFAULT_MODEL, DEMO_MODEL, KNOWN_MODELS, SAMPLES_DIR
 from studio.models import check_model_available
-from studio.training import DEMO_PRESET, PRESETS, TrainConfig, available_trackers, default_config
+from studio.training import DEMO_PRESET, PRESETS, TrainConfig, available_trackers, default_config, liger_by_default
 from studio.ui.layout import intro, user_errors
 from studio.workspace import workspace
 
@@ -38,6 +38,9 @@ HELP = {
     "seed": "Same seed and settings, same run.",
     "checkpointing": "Recompute activations to save GPU memory (slower). auto: on with a GPU, off on CPU.",
     "trackers": "Off by default; pip install tensorboard, wandb or trackio to add one.",
+    "speedups": ("Packing puts several rows in one sequence with no padding (same loss; big win on rows of mixed "
+                 "length, batch > 1). Liger (pip install liger-kernel, GPU) never builds the 152k-wide logits: "
+                 "5.8 GiB less and 8 % faster on the 7B."),
 }
 POLL_S = 1.0  # how often live outputs refresh (timer and the ZeroGPU foreground loop)
 
@@ -58,8 +61,9 @@ def preset_for_model(model, method):
 
 def build_config(data, model, method, learning_rate, lora_r, lora_alpha, lora_dropout, max_length, batch_size,
                  grad_accum, epochs, warmup, max_steps, targets, scheduler, eval_split, save_steps, seed,
-                 checkpointing, trackers):
+                 checkpointing, trackers, speedups=None):
     space = workspace()
+    speedups = default_speedups() if speedups is None else speedups
     model = (model or DEFAULT_MODEL).strip()
     return default_config(
         data=data, output=str(space.new_run_folder(model, method)), model=model, method=method,
@@ -68,7 +72,12 @@ def build_config(data, model, method, learning_rate, lora_r, lora_alpha, lora_dr
         grad_accum=int(grad_accum), epochs=float(epochs), warmup=float(warmup), max_steps=int(max_steps or -1),
         target_modules=targets, scheduler=scheduler, eval_split=float(eval_split), save_steps=int(save_steps),
         seed=int(seed), gradient_checkpointing={"auto": None, "on": True, "off": False}[checkpointing],
-        report_to=list(trackers or []))
+        report_to=list(trackers or []), packing="packing" in speedups, liger="liger" in speedups)
+
+
+def default_speedups() -> list[str]:
+    """The speed-ups the core turns on by itself here (Liger on a GPU when installed)."""
+    return ["liger"] if liger_by_default() else []
 
 
 @user_errors
@@ -234,6 +243,9 @@ def build(app: gr.Blocks, cleaned_dataset: gr.State) -> None:
                                      info=HELP["checkpointing"], elem_id="train-checkpointing")
             trackers = gr.CheckboxGroup(available_trackers(), value=[], label="Experiment tracking (installed ones)",
                                         info=HELP["trackers"], elem_id="train-trackers")
+            speedups = gr.CheckboxGroup([("padding-free packing", "packing"), ("Liger fused cross-entropy", "liger")],
+                                        value=default_speedups(), label="Speed-ups", info=HELP["speedups"],
+                                        elem_id="train-speedups")
     with gr.Row(equal_height=True):
         estimate = gr.Markdown(elem_id="train-estimate")  # the "fits on your device" badge, next to Start
         with gr.Column(scale=0, min_width=260):
@@ -258,7 +270,8 @@ def build(app: gr.Blocks, cleaned_dataset: gr.State) -> None:
     timer = gr.Timer(POLL_S, active=False)
 
     settings = [model, method, learning_rate, lora_r, lora_alpha, lora_dropout, max_length, batch_size, grad_accum,
-                epochs, warmup, max_steps, targets, scheduler, eval_split, save_steps, seed, checkpointing, trackers]
+                epochs, warmup, max_steps, targets, scheduler, eval_split, save_steps, seed, checkpointing, trackers,
+                speedups]
     preset_widgets = [method, learning_rate, lora_r, lora_alpha, lora_dropout, max_length, batch_size, grad_accum,
                       epochs, warmup]
     live = [status, progress, loss_plot, lr_plot, speed_plot, history, timer, start_button, stop_button]
