@@ -20,6 +20,7 @@ from pathlib import Path
 
 RUNNING, COMPLETED, STOPPED, FAILED = "running", "completed", "stopped", "failed"
 ADAPTER_DIR = "adapter"
+STOP_MARKER = "stop-requested"
 
 
 @dataclass
@@ -81,6 +82,17 @@ class RunFolder:
                 continue  # a line cut short by a crash: the rest is still good
         return rows
 
+    # stop requests from another process ------------------------------------------------------------
+    # (on ZeroGPU the run lives in a GPU worker process: the page's Stop reaches it through the folder)
+    def request_stop(self) -> None:
+        (self.path / STOP_MARKER).touch()
+
+    def stop_requested(self) -> bool:
+        return (self.path / STOP_MARKER).exists()
+
+    def clear_stop_request(self) -> None:
+        (self.path / STOP_MARKER).unlink(missing_ok=True)
+
     # checkpoints ---------------------------------------------------------------------------------
     def checkpoints(self) -> list[Path]:
         found = [p for p in self.path.glob("checkpoint-*") if re.fullmatch(r"checkpoint-\d+", p.name)]
@@ -128,6 +140,17 @@ def list_runs(runs_dir: Path) -> list[dict]:
             "resumable": run.latest_checkpoint() is not None and state != COMPLETED,
         })
     return sorted(runs, key=lambda run: run.get("started") or 0, reverse=True)
+
+
+def find_running(runs_dir: Path) -> RunFolder | None:
+    """The run whose status says running and whose process is alive (reads status files only: cheap)."""
+    if not Path(runs_dir).exists():
+        return None
+    for path in Path(runs_dir).iterdir():
+        status = RunFolder(path).read_status() if (path / "status.json").exists() else {}
+        if status.get("state") == RUNNING and _process_alive(status.get("pid")):
+            return RunFolder(path)
+    return None
 
 
 def _process_alive(pid) -> bool:

@@ -262,7 +262,7 @@ class TrainingJob:
 
     @property
     def stop_requested(self) -> bool:
-        return self._stop.is_set()
+        return self._stop.is_set() or self.folder.stop_requested()
 
     def wait(self, timeout: float | None = None) -> dict:
         if self.thread:
@@ -294,6 +294,7 @@ class TrainingJob:
             self._metrics = self.folder.read_metrics()
         else:
             self.folder.write_config(config.to_json())
+        self.folder.clear_stop_request()
         self._set_status(RUNNING, started=self.status.get("started", started), message="Loading data and model",
                          step=0, max_steps=None, cause=None, fix=None, traceback=None)
         try:

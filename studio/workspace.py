@@ -12,7 +12,7 @@ from pathlib import Path
 
 from studio import config as studio_config
 from studio.generate import ChatEngine
-from studio.runs import RunFolder, list_runs
+from studio.runs import RunFolder, find_running, list_runs
 from studio.training import TrainConfig, TrainingJob
 
 
@@ -57,10 +57,29 @@ class Workspace:
         return self.job
 
     def stop(self) -> bool:
+        """Stop the running run gracefully, in this process or (ZeroGPU) in a GPU worker, via its folder."""
         if self.job and self.job.running:
             self.job.stop()
             return True
+        running = find_running(self.runs_dir)
+        if running:
+            running.request_stop()
+            return True
         return False
+
+    def live(self) -> dict:
+        """What the Train tab shows: this process's job, else a run going on in another process (ZeroGPU)."""
+        if self.job and self.job.running:
+            return {"name": self.job.folder.name, "status": self.job.status, "metrics": self.job.metrics(),
+                    "running": True}
+        folder = find_running(self.runs_dir)
+        if folder:
+            return {"name": folder.name, "status": folder.read_status(), "metrics": folder.read_metrics(),
+                    "running": True}
+        if self.job:
+            return {"name": self.job.folder.name, "status": self.job.status, "metrics": self.job.metrics(),
+                    "running": False}
+        return {"name": None, "status": {}, "metrics": [], "running": False}
 
     def run_path(self, run_name: str) -> Path:
         path = (self.runs_dir / run_name).resolve()

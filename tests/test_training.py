@@ -184,3 +184,21 @@ def test_cli_failures_exit_non_zero_with_the_cause(tmp_path):
     assert process.returncode == 1 and "no such file" in process.stderr
     process = run_cli("--data", DEMO_TRAIN, "--output", tmp_path / "b", "--batch-size", "0")
     assert process.returncode == 2 and "batch_size" in process.stderr
+
+
+def test_stop_request_through_the_run_folder(tmp_path):
+    """Another process (a ZeroGPU worker's page) stops a run by writing the marker in its folder."""
+    from studio.workspace import Workspace
+
+    job = TrainingJob(config_for(tmp_path / "runs" / "remote", max_steps=60)).start()
+    deadline = time.time() + 120
+    while (not job.metrics() or job.metrics()[-1]["step"] < 2) and time.time() < deadline:
+        time.sleep(0.1)
+    other_process = Workspace(tmp_path / "runs")  # holds no job: sees the run only on disk
+    live = other_process.live()
+    assert live["running"] and live["name"] == "remote" and live["metrics"]
+    assert other_process.stop()
+    status = job.wait(120)
+    assert status["state"] == STOPPED and job.folder.latest_checkpoint() is not None
+    assert not job.folder.stop_requested() or status["state"] == STOPPED
+    assert not other_process.live()["running"] and not other_process.stop()

@@ -130,12 +130,7 @@ def train_in_foreground(config=None, run_name=None):
 
 @user_errors
 def stop():
-    if workspace().stop():
-        return
-    if spaces.on_zero_gpu():  # the run lives in a GPU worker: Stop cancels that call (see build)
-        gr.Warning("Stopping: the run's GPU call is cancelled. Without a checkpoint (Save every N steps) it cannot "
-                   "be resumed.")
-    else:
+    if not workspace().stop():
         gr.Warning("No training run is going.")
 
 
@@ -145,12 +140,10 @@ def refresh(poll: bool = True):
 
     `poll`: whether the page's timer keeps polling while the job runs (off when a foreground call streams).
     """
-    job = workspace().job
-    status = job.status if job else {}
-    metrics = job.metrics() if job else []
-    running = bool(job and job.running)
+    live = workspace().live()
+    status, metrics, running = live["status"], live["metrics"], live["running"]
     return (
-        trainview.status_markdown(status, job.folder.name if job else None),
+        trainview.status_markdown(status, live["name"]),
         trainview.progress_html(status),
         plot_value(trainview.loss_frame(metrics)),
         plot_value(trainview.series_frame(metrics, "learning_rate")),
@@ -289,10 +282,9 @@ def build(app: gr.Blocks, cleaned_dataset: gr.State) -> None:
                                      show_progress="hidden", concurrency_id="gpu", concurrency_limit=1)
     resume_event = resume_button.click(resume, selected_run, live, api_name="resume_training", show_progress="hidden",
                                        concurrency_id="gpu", concurrency_limit=1)
-    # Elsewhere Stop asks the job to stop at the next step (and save); on ZeroGPU the job runs in a GPU worker
-    # process this one cannot reach, so Stop cancels the streaming call that holds it.
-    stop_button.click(stop, None, None, api_name="stop_training",
-                      cancels=[start_event, resume_event] if spaces.on_zero_gpu() else None)
+    # Stop asks the job to stop at the next step and save; on ZeroGPU the job runs in a GPU worker process and
+    # the request reaches it through the run folder (Workspace.stop), so the streaming call ends on its own.
+    stop_button.click(stop, None, None, api_name="stop_training")
     history.select(select_run, None, selected_run, api_visibility="private")
     timer.tick(refresh, None, live, api_visibility="private", show_progress="hidden")
     app.load(refresh, None, live, api_name="training_status")  # a reloaded page re-attaches to the running job
