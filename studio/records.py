@@ -389,18 +389,23 @@ def normalize_row(row: object, mapping: FieldMapping) -> list[tuple[str, str]]:
     return messages
 
 
-def load_dataset(source: str, mapping: FieldMapping | None = None) -> Dataset:
-    """Read a file or Hub id into records; detects the mapping unless one is given."""
+def load_dataset(source: str, mapping: FieldMapping | None = None,
+                 overrides: dict[str, str] | None = None) -> Dataset:
+    """Read a file or Hub id into records; detects the mapping unless one is given, then applies the
+    user's overrides (e.g. {"prompt": "question"}) to it."""
     with paused_gc():
-        return _load_dataset(source, mapping)
+        return _load_dataset(source, mapping, overrides)
 
 
-def _load_dataset(source: str, mapping: FieldMapping | None) -> Dataset:
+def _load_dataset(source: str, mapping: FieldMapping | None, overrides: dict[str, str] | None) -> Dataset:
     kind, raw_rows = read_raw_rows(source)
     if not raw_rows:
         raise DatasetUnreadable(f"{source} holds no rows.")
     if mapping is None:
         mapping = detect_mapping([row for _, row, _ in raw_rows if isinstance(row, dict)])
+    overrides = {key: value for key, value in (overrides or {}).items() if value}
+    if overrides:
+        mapping = parse_mapping_overrides(mapping, overrides)
     label = "line" if kind == "jsonl" else "record"
     records = []
     append = records.append

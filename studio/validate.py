@@ -8,7 +8,7 @@ from typing import Callable
 
 from studio.checks import FixResult, Report, apply_fixes, check_dataset, export_jsonl
 from studio.config import DATASETS_DIR, DEFAULT_MAX_LENGTH, DEFAULT_MODEL
-from studio.records import detect_mapping, load_dataset, parse_mapping_overrides, read_raw_rows
+from studio.records import load_dataset
 
 
 def validate(
@@ -27,15 +27,9 @@ def validate(
     """
     if max_length < 1:
         raise ValueError(f"max_length must be a positive number of tokens, got {max_length}")
-    mapping = None
-    overrides = {key: value for key, value in (overrides or {}).items() if value}
-    if overrides:
-        _, raw = read_raw_rows(source)
-        detected = detect_mapping([row for _, row, _ in raw if isinstance(row, dict)])
-        mapping = parse_mapping_overrides(detected, overrides)
     if progress:
         progress(0.0, "Reading the file")
-    dataset = load_dataset(source, mapping)
+    dataset = load_dataset(source, overrides=overrides)
     tokenizer = None
     if lengths:
         from studio.models import load_tokenizer
