@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import statistics
 import tempfile
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -74,7 +75,9 @@ def step_rates(metrics: list[dict]) -> list[float]:
 def run_bench(*, name: str = "studio", model: str | None = None, method: str = "lora", data: str = "fixed",
               steps: int = 10, seq: int = 4096, batch_size: int = 1, lora_r: int = 32, lora_alpha: int = 32,
               lora_dropout: float = 0.0, packing: bool = False, liger: bool = False,
-              gradient_checkpointing: bool | None = None, out_dir: str | None = None) -> BenchResult:
+              gradient_checkpointing: bool | None = None, offload: bool = False, fused_lora: bool = True,
+              qlora_upcast: bool = True, attention: str = "auto", profile_dir: str | None = None,
+              out_dir: str | None = None) -> BenchResult:
     from studio.benchmarks.synthetic_data import write
     from studio.estimate import ModelShape, flops_per_token, gpu_spec
     from studio.models import detect_device
@@ -91,9 +94,12 @@ def run_bench(*, name: str = "studio", model: str | None = None, method: str = "
     config = TrainConfig(data=str(data_path), output=str(work / f"run-{name}"), model=target, method=method,
                          lora_r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout, max_steps=steps,
                          batch_size=batch_size, grad_accum=1, max_length=seq, warmup=0, packing=packing,
-                         liger=liger, gradient_checkpointing=gradient_checkpointing, seed=0)
-    job = TrainingJob(config)
-    status = job.run()
+                         liger=liger, gradient_checkpointing=gradient_checkpointing, seed=0,
+                         offload_checkpoints=offload, fused_lora=fused_lora, qlora_upcast=qlora_upcast)
+    callbacks = [ProfileSteps(Path(profile_dir))] if profile_dir else []
+    job = TrainingJob(config, callbacks=callbacks)
+    with attention_backend(attention):
+        status = job.run()
     if status["state"] != COMPLETED:
         raise RuntimeError(f"bench run {name} failed: {status.get('cause')} — {status.get('fix')}")
     metrics = job.metrics()
@@ -109,11 +115,72 @@ def run_bench(*, name: str = "studio", model: str | None = None, method: str = "
     losses = [row["loss"] for row in metrics if "loss" in row]
     settings = {key: value for key, value in asdict(config).items()
                 if key in ("lora_r", "lora_alpha", "lora_dropout", "batch_size", "max_length", "packing", "liger",
-                           "gradient_checkpointing", "target_modules")}
+                           "gradient_checkpointing", "target_modules", "fused_lora", "offload_checkpoints",
+                           "qlora_upcast")}
+    settings["attention"] = attention
     settings["device"] = device.describe()
     return BenchResult(name, Path(target).name if Path(target).exists() else target, method, data, len(losses),
                        round(tokens_per_s, 1), max(peaks) if peaks else None,
                        None if ceiling is None else round(ceiling, 3), losses[0], losses[-1], settings)
+
+
+def attention_backend(name: str):
+    """Prefer one SDPA backend (falling back to the others) for the whole run; `auto` leaves PyTorch's order."""
+    import contextlib
+
+    if name == "auto":
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    order = {"flash": SDPBackend.FLASH_ATTENTION, "cudnn": SDPBackend.CUDNN_ATTENTION,
+             "efficient": SDPBackend.EFFICIENT_ATTENTION}
+    first = order.pop(name)
+    return sdpa_kernel([first, *order.values(), SDPBackend.MATH], set_priority=True)
+
+
+class ProfileSteps:
+    """A Trainer callback that profiles two steps after warm-up: the top kernels and how busy the GPU was."""
+
+    def __new__(cls, folder: Path):
+        from transformers import TrainerCallback
+
+        class _Profile(TrainerCallback):
+            profiler = None
+
+            def on_step_begin(self, args, state, control, **kwargs):
+                import torch
+
+                if state.global_step == WARMUP_STEPS and self.profiler is None:
+                    activities = [torch.profiler.ProfilerActivity.CPU]
+                    if torch.cuda.is_available():
+                        activities.append(torch.profiler.ProfilerActivity.CUDA)
+                    self.profiler = torch.profiler.profile(activities=activities)
+                    self.profiler.__enter__()
+                    self.started = time.time()
+
+            def on_step_end(self, args, state, control, **kwargs):
+                if self.profiler is not None and state.global_step == WARMUP_STEPS + 2:
+                    import torch
+
+                    if torch.cuda.is_available():
+                        torch.cuda.synchronize()
+                    wall = time.time() - self.started
+                    self.profiler.__exit__(None, None, None)
+                    write_profile(self.profiler, folder, wall)
+
+        return _Profile()
+
+
+def write_profile(profiler, folder: Path, wall_s: float) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    averages = profiler.key_averages()
+    device_total = sum(event.self_device_time_total for event in averages) / 1e6
+    sort = "self_cuda_time_total" if device_total else "self_cpu_time_total"
+    summary = (f"wall {wall_s:.3f} s for 2 steps; device busy {device_total:.3f} s "
+               f"({device_total / wall_s:.0%} of wall)\n\n")
+    (folder / "profile.txt").write_text(summary + averages.table(sort_by=sort, row_limit=60, max_name_column_width=90))
+    (folder / "profile_by_op.txt").write_text(
+        profiler.key_averages(group_by_input_shape=True).table(sort_by=sort, row_limit=80, max_name_column_width=70))
 
 
 def print_results(results: list[BenchResult], as_json: bool) -> None:

@@ -91,6 +91,14 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--packing", action="store_true")
     bench.add_argument("--liger", action="store_true")
     bench.add_argument("--checkpointing", choices=["auto", "on", "off"], default="auto")
+    bench.add_argument("--offload", action="store_true", help="checkpointed activations in pinned CPU memory")
+    bench.add_argument("--no-fused-lora", dest="fused_lora", action="store_false",
+                       help="PEFT's own LoRA forward instead of the fused one")
+    bench.add_argument("--no-qlora-upcast", dest="qlora_upcast", action="store_false",
+                       help="QLoRA without PEFT's fp32 upcast of norms, embeddings and head")
+    bench.add_argument("--attention", choices=["auto", "flash", "cudnn", "efficient"], default="auto",
+                       help="the SDPA backend to prefer (auto: PyTorch's own choice)")
+    bench.add_argument("--profile", metavar="DIR", help="profile two steps after warm-up into DIR")
     bench.add_argument("--json", action="store_true")
     bench.set_defaults(handler=run_bench_command)
     return parser
@@ -241,7 +249,9 @@ def run_bench_command(args) -> int:
         result = run_bench(name=args.name, model=args.model, method=args.method, data=args.data, steps=args.steps,
                            seq=args.seq, batch_size=args.batch_size, lora_r=args.lora_r, lora_alpha=args.lora_r,
                            packing=args.packing, liger=args.liger,
-                           gradient_checkpointing={"auto": None, "on": True, "off": False}[args.checkpointing])
+                           gradient_checkpointing={"auto": None, "on": True, "off": False}[args.checkpointing],
+                           offload=args.offload, fused_lora=args.fused_lora, qlora_upcast=args.qlora_upcast,
+                           attention=args.attention, profile_dir=args.profile)
     except (ValueError, RuntimeError) as error:
         return _fail(args, str(error), EXIT_ROW_ERRORS)
     print_results([result], args.json)

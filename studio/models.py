@@ -132,8 +132,13 @@ def attention_backend(device: Device) -> str:
     return "sdpa"
 
 
-def load_base_for_training(name: str, method: str, device: Device, gradient_checkpointing: bool):
-    """The base model ready for LoRA: bf16 on a GPU that has it, fp32 on CPU; 4-bit NF4 for QLoRA."""
+def load_base_for_training(name: str, method: str, device: Device, gradient_checkpointing: bool, *,
+                           offload: bool = False, upcast: bool = True):
+    """The base model ready for LoRA: bf16 on a GPU that has it, fp32 on CPU; 4-bit NF4 for QLoRA.
+
+    offload: keep the checkpointed activations in pinned CPU memory (transformers' own offloading).
+    upcast: for QLoRA, PEFT's k-bit preparation, which casts norms, embeddings and the head to fp32.
+    """
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -160,12 +165,15 @@ def load_base_for_training(name: str, method: str, device: Device, gradient_chec
     except OSError as error:
         raise ModelNotFound(f"Could not load the model {name!r}: {error}") from None
     model.config.use_cache = False
-    if method == "qlora":
+    if method == "qlora" and upcast:
         from peft import prepare_model_for_kbit_training
 
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
-    elif gradient_checkpointing:
-        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)  # LoRA adds the only trainable weights
+    if gradient_checkpointing:
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False},
+                                              offload=offload)
         model.enable_input_require_grads()
     model.train()  # from_pretrained returns eval mode: checkpointing and dropout act only in training mode
     return model

@@ -56,6 +56,9 @@ class TrainConfig:
     gradient_checkpointing: bool | None = None  # None: on a GPU, off on CPU
     packing: bool = False  # padding-free: a batch becomes one row with per-sequence positions
     liger: bool = False  # Liger kernels (fused linear cross-entropy: no 152k-wide logits in memory)
+    fused_lora: bool = True  # studio.fastlora: PEFT's LoRA math in two fused matmul-adds (same result)
+    offload_checkpoints: bool = False  # checkpointed activations in pinned CPU memory instead of the GPU
+    qlora_upcast: bool = True  # QLoRA: PEFT's k-bit preparation (fp32 norms, embeddings and head)
     report_to: list[str] = field(default_factory=list)  # tensorboard | wandb | trackio, when installed
 
     @property
@@ -225,8 +228,10 @@ class NonFiniteLoss(RuntimeError):
 class TrainingJob:
     """One run: `run()` trains in the calling thread, `start()` in a background thread."""
 
-    def __init__(self, config: TrainConfig, *, resume: bool = False, show_progress_bar: bool = False):
+    def __init__(self, config: TrainConfig, *, resume: bool = False, show_progress_bar: bool = False,
+                 callbacks: list | None = None):
         config.validate()
+        self.extra_callbacks = list(callbacks or [])  # e.g. the profiler of `studio bench --profile`
         self.config = config
         self.resume = resume
         self.folder = RunFolder(Path(config.output))
@@ -337,11 +342,17 @@ class TrainingJob:
                              "eval_rows": len(data.eval)}
         self._set_status(RUNNING, message=f"Loading {config.model} on {device.describe()}", data=self.data_summary,
                          device=device.describe())
-        model = load_base_for_training(config.model, config.method, device, checkpointing)
+        model = load_base_for_training(config.model, config.method, device, checkpointing,
+                                       offload=config.offload_checkpoints and device.kind == "cuda",
+                                       upcast=config.qlora_upcast)
         lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
                           target_modules=ALL_LINEAR if config.target_modules == "all-linear" else ATTENTION_ONLY,
                           bias="none", task_type="CAUSAL_LM")
         model = get_peft_model(model, lora)
+        if config.fused_lora:
+            from studio.fastlora import enable_fused_lora
+
+            enable_fused_lora(model)
         collator = make_collator(tokenizer, config.packing)
         save_steps = config.save_steps if config.save_steps > 0 else None
         arguments = TrainingArguments(
@@ -371,7 +382,7 @@ class TrainingJob:
         )
         trainer = Trainer(model=model, args=arguments, train_dataset=data.train,
                           eval_dataset=data.eval or None, data_collator=collator,
-                          callbacks=[MetricsCallback(self)])
+                          callbacks=[MetricsCallback(self), *self.extra_callbacks])
         if not self.show_progress_bar:
             trainer.remove_callback(PrinterCallback)  # metrics go to the store, not to stdout
         return trainer

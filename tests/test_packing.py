@@ -46,8 +46,11 @@ def test_training_with_packing(tmp_path):
 def test_engine_comparison_guard_flags_a_loss_gap():
     from studio.benchmarks.compare_engines import correctness_guard
 
-    rows = [{"config": "studio-lora", "first_loss": 12.601}, {"config": "studio-lora-noliger", "first_loss": 12.6007}]
+    rows = [{"config": "studio-lora", "first_loss": 12.601, "last_loss": 12.2},
+            {"config": "studio-lora-plain", "first_loss": 12.6007, "last_loss": 12.21}]
     assert correctness_guard(rows)["ok"]
     rows[0]["first_loss"] = 13.5
+    assert not correctness_guard(rows)["ok"]
+    rows[0]["first_loss"], rows[0]["last_loss"] = 12.601, 14.0  # same forward, different updates
     assert not correctness_guard(rows)["ok"]
     assert correctness_guard([{"config": "seed"}]) is None
