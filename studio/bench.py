@@ -76,7 +76,7 @@ def run_bench(*, name: str = "studio", model: str | None = None, method: str = "
               steps: int = 10, seq: int = 4096, batch_size: int = 1, lora_r: int = 32, lora_alpha: int = 32,
               lora_dropout: float = 0.0, packing: bool = False, liger: bool = False,
               gradient_checkpointing: bool | None = None, offload: bool = False, fused_lora: bool = True,
-              qlora_upcast: bool = True, attention: str = "auto", profile_dir: str | None = None,
+              qlora_upcast: bool = True, attention: str = "flash", profile_dir: str | None = None,
               out_dir: str | None = None) -> BenchResult:
     from studio.benchmarks.synthetic_data import write
     from studio.estimate import ModelShape, flops_per_token, gpu_spec
@@ -95,11 +95,11 @@ def run_bench(*, name: str = "studio", model: str | None = None, method: str = "
                          lora_r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout, max_steps=steps,
                          batch_size=batch_size, grad_accum=1, max_length=seq, warmup=0, packing=packing,
                          liger=liger, gradient_checkpointing=gradient_checkpointing, seed=0,
-                         offload_checkpoints=offload, fused_lora=fused_lora, qlora_upcast=qlora_upcast)
+                         offload_checkpoints=offload, fused_lora=fused_lora, qlora_upcast=qlora_upcast,
+                         attention=attention)
     callbacks = [ProfileSteps(Path(profile_dir))] if profile_dir else []
     job = TrainingJob(config, callbacks=callbacks)
-    with attention_backend(attention):
-        status = job.run()
+    status = job.run()
     if status["state"] != COMPLETED:
         raise RuntimeError(f"bench run {name} failed: {status.get('cause')} — {status.get('fix')}")
     metrics = job.metrics()
@@ -116,26 +116,11 @@ def run_bench(*, name: str = "studio", model: str | None = None, method: str = "
     settings = {key: value for key, value in asdict(config).items()
                 if key in ("lora_r", "lora_alpha", "lora_dropout", "batch_size", "max_length", "packing", "liger",
                            "gradient_checkpointing", "target_modules", "fused_lora", "offload_checkpoints",
-                           "qlora_upcast")}
-    settings["attention"] = attention
+                           "qlora_upcast", "attention")}
     settings["device"] = device.describe()
     return BenchResult(name, Path(target).name if Path(target).exists() else target, method, data, len(losses),
                        round(tokens_per_s, 1), max(peaks) if peaks else None,
                        None if ceiling is None else round(ceiling, 3), losses[0], losses[-1], settings)
-
-
-def attention_backend(name: str):
-    """Prefer one SDPA backend (falling back to the others) for the whole run; `auto` leaves PyTorch's order."""
-    import contextlib
-
-    if name == "auto":
-        return contextlib.nullcontext()
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-
-    order = {"flash": SDPBackend.FLASH_ATTENTION, "cudnn": SDPBackend.CUDNN_ATTENTION,
-             "efficient": SDPBackend.EFFICIENT_ATTENTION}
-    first = order.pop(name)
-    return sdpa_kernel([first, *order.values(), SDPBackend.MATH], set_priority=True)
 
 
 class ProfileSteps:

@@ -96,8 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="PEFT's own LoRA forward instead of the fused one")
     bench.add_argument("--no-qlora-upcast", dest="qlora_upcast", action="store_false",
                        help="QLoRA without PEFT's fp32 upcast of norms, embeddings and head")
-    bench.add_argument("--attention", choices=["auto", "flash", "cudnn", "efficient"], default="auto",
-                       help="the SDPA backend to prefer (auto: PyTorch's own choice)")
+    bench.add_argument("--attention", choices=["flash", "cudnn", "efficient", "auto"], default="flash",
+                       help="the SDPA backend to prefer on a GPU (auto: PyTorch's own order)")
     bench.add_argument("--profile", metavar="DIR", help="profile two steps after warm-up into DIR")
     bench.add_argument("--json", action="store_true")
     bench.set_defaults(handler=run_bench_command)

@@ -132,11 +132,35 @@ def attention_backend(device: Device) -> str:
     return "sdpa"
 
 
+SDPA_BACKENDS = ("flash", "cudnn", "efficient", "auto")
+
+
+def prefer_sdpa_backend(name: str):
+    """Put one SDPA backend first (the others stay as fallbacks) while training on a GPU.
+
+    Flash by default: measured on an H200 with PyTorch 2.11, PyTorch's own first choice there (cuDNN attention)
+    spends 9–21 ms of CPU per call re-planning when the sequence length changes from one batch to the next,
+    which real data always does, and the GPU waits (docs/benchmarks.md).
+    """
+    import contextlib
+
+    import torch
+
+    if name == "auto" or not torch.cuda.is_available():
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    order = {"flash": SDPBackend.FLASH_ATTENTION, "cudnn": SDPBackend.CUDNN_ATTENTION,
+             "efficient": SDPBackend.EFFICIENT_ATTENTION}
+    first = order.pop(name)
+    return sdpa_kernel([first, *order.values(), SDPBackend.MATH], set_priority=True)
+
+
 def load_base_for_training(name: str, method: str, device: Device, gradient_checkpointing: bool, *,
                            offload: bool = False, upcast: bool = True):
     """The base model ready for LoRA: bf16 on a GPU that has it, fp32 on CPU; 4-bit NF4 for QLoRA.
 
-    offload: keep the checkpointed activations in pinned CPU memory (transformers' own offloading).
+    offload: keep the checkpointed activations in pinned CPU memory, copied on a side stream (studio.offload).
     upcast: for QLoRA, PEFT's k-bit preparation, which casts norms, embeddings and the head to fp32.
     """
     import torch
@@ -172,8 +196,11 @@ def load_base_for_training(name: str, method: str, device: Device, gradient_chec
     for parameter in model.parameters():
         parameter.requires_grad_(False)  # LoRA adds the only trainable weights
     if gradient_checkpointing:
-        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False},
-                                              offload=offload)
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
+        if offload:
+            from studio.offload import enable_async_offload
+
+            enable_async_offload(model)
     model.train()  # from_pretrained returns eval mode: checkpointing and dropout act only in training mode
     return model

@@ -20,6 +20,7 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from studio.config import DEFAULT_MAX_LENGTH, DEFAULT_MODEL, DEMO_MODEL
+from studio.models import SDPA_BACKENDS, prefer_sdpa_backend
 from studio.runs import COMPLETED, FAILED, RUNNING, STOPPED, RunFolder
 
 # One training run at a time in this process, whoever asks (every browser session shares the GPU).
@@ -59,6 +60,7 @@ class TrainConfig:
     fused_lora: bool = True  # studio.fastlora: PEFT's LoRA math in two fused matmul-adds (same result)
     offload_checkpoints: bool = False  # checkpointed activations in pinned CPU memory instead of the GPU
     qlora_upcast: bool = True  # QLoRA: PEFT's k-bit preparation (fp32 norms, embeddings and head)
+    attention: str = "flash"  # the SDPA backend preferred on a GPU: flash | cudnn | efficient | auto
     report_to: list[str] = field(default_factory=list)  # tensorboard | wandb | trackio, when installed
 
     @property
@@ -71,6 +73,8 @@ class TrainConfig:
         problems = []
         if self.method not in ("lora", "qlora"):
             problems.append(f"method must be lora or qlora, not {self.method!r}")
+        if self.attention not in SDPA_BACKENDS:
+            problems.append(f"attention must be one of {', '.join(SDPA_BACKENDS)}, not {self.attention!r}")
         if self.target_modules not in ("all-linear", "attention"):
             problems.append("target_modules must be all-linear or attention")
         for name in ("lora_r", "lora_alpha", "batch_size", "grad_accum", "max_length"):
@@ -308,7 +312,8 @@ class TrainingJob:
             if self.resume and checkpoint is None:
                 raise ValueError(f"{self.folder.path} has no checkpoint to resume from; start a new run instead.")
             self._set_status(RUNNING, message="Training" + (f" (resumed from {checkpoint.name})" if checkpoint else ""))
-            trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+            with prefer_sdpa_backend(config.attention):
+                trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
             if self._failure:
                 raise self._failure
             trainer.model.save_pretrained(self.folder.adapter_dir)

@@ -38,7 +38,19 @@ def studio_url(studio_home):
 
 
 def pytest_configure(config):
+    config.addinivalue_line("markers", "gpu: needs a CUDA GPU; skipped where there is none")
     # gradio's queue still uses pandas options that pandas 3 deprecates; not ours to fix.
     config.addinivalue_line("filterwarnings", "ignore::DeprecationWarning:gradio.*")
     config.addinivalue_line("filterwarnings", "ignore:.*no_silent_downcasting.*")
     config.addinivalue_line("filterwarnings", "ignore:The copy keyword is deprecated.*")
+
+
+def pytest_collection_modifyitems(config, items):
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
