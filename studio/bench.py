@@ -76,7 +76,7 @@ def run_bench(*, name: str = "studio", model: str | None = None, method: str = "
               steps: int = 10, seq: int = 4096, batch_size: int = 1, lora_r: int = 32, lora_alpha: int = 32,
               lora_dropout: float = 0.0, packing: bool = False, liger: bool = False,
               gradient_checkpointing: bool | None = None, offload: bool = False, fused_lora: bool = True,
-              qlora_upcast: bool = True, attention: str = "flash", profile_dir: str | None = None,
+              qlora_upcast: bool = False, attention: str = "flash", profile_dir: str | None = None,
               out_dir: str | None = None) -> BenchResult:
     from studio.benchmarks.synthetic_data import write
     from studio.estimate import ModelShape, flops_per_token, gpu_spec

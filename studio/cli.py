@@ -94,8 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--offload", action="store_true", help="checkpointed activations in pinned CPU memory")
     bench.add_argument("--no-fused-lora", dest="fused_lora", action="store_false",
                        help="PEFT's own LoRA forward instead of the fused one")
-    bench.add_argument("--no-qlora-upcast", dest="qlora_upcast", action="store_false",
-                       help="QLoRA without PEFT's fp32 upcast of norms, embeddings and head")
+    bench.add_argument("--qlora-upcast", action="store_true",
+                       help="QLoRA with PEFT's k-bit preparation (fp32 norms, embeddings and head)")
     bench.add_argument("--attention", choices=["flash", "cudnn", "efficient", "auto"], default="flash",
                        help="the SDPA backend to prefer on a GPU (auto: PyTorch's own order)")
     bench.add_argument("--profile", metavar="DIR", help="profile two steps after warm-up into DIR")

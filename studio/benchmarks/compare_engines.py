@@ -21,20 +21,21 @@ from pathlib import Path
 
 # name -> (kind, arguments). "studio" runs `python -m studio bench`; "baseline" the reference loops.
 CONFIGS = {
-    # The studio engine: fused LoRA linear (studio.fastlora), Liger kernels, checkpointing; variants one lever off.
+    # The studio engine: fused LoRA linear (studio.fastlora), Liger kernels, flash attention first, checkpointing,
+    # QLoRA without the fp32 upcast; the variants turn one lever on or off.
     "studio-lora": ("studio", ["--method", "lora", "--data", "fixed", "--liger"]),
     "studio-lora-plain": ("studio", ["--method", "lora", "--data", "fixed", "--no-fused-lora"]),
     "studio-lora-peft": ("studio", ["--method", "lora", "--data", "fixed", "--liger", "--no-fused-lora"]),
-    "studio-lora-noliger": ("studio", ["--method", "lora", "--data", "fixed"]),
-    "studio-lora-offload": ("studio", ["--method", "lora", "--data", "fixed", "--liger", "--offload"]),
+    "studio-lora-auto": ("studio", ["--method", "lora", "--data", "fixed", "--liger", "--attention", "auto"]),
     "studio-lora-cudnn": ("studio", ["--method", "lora", "--data", "fixed", "--liger", "--attention", "cudnn"]),
+    "studio-lora-offload": ("studio", ["--method", "lora", "--data", "fixed", "--liger", "--offload"]),
     "studio-lora-nockpt": ("studio", ["--method", "lora", "--data", "fixed", "--liger", "--checkpointing", "off"]),
     "studio-qlora": ("studio", ["--method", "qlora", "--data", "fixed", "--liger"]),
-    "studio-qlora-peft": ("studio", ["--method", "qlora", "--data", "fixed", "--liger", "--no-fused-lora"]),
-    "studio-qlora-noupcast": ("studio", ["--method", "qlora", "--data", "fixed", "--liger", "--no-qlora-upcast"]),
-    "studio-qlora-noupcast-offload": ("studio", ["--method", "qlora", "--data", "fixed", "--liger",
-                                                 "--no-qlora-upcast", "--offload"]),
+    "studio-qlora-upcast": ("studio", ["--method", "qlora", "--data", "fixed", "--liger", "--qlora-upcast"]),
+    "studio-qlora-offload": ("studio", ["--method", "qlora", "--data", "fixed", "--liger", "--offload"]),
     "studio-lora-mix": ("studio", ["--method", "lora", "--data", "mix", "--packing", "--batch-size", "4", "--liger"]),
+    "studio-lora-mix-auto": ("studio", ["--method", "lora", "--data", "mix", "--packing", "--batch-size", "4",
+                                        "--liger", "--attention", "auto"]),
     "studio-qlora-mix": ("studio", ["--method", "qlora", "--data", "mix", "--packing", "--batch-size", "4", "--liger"]),
     "seed": ("baseline", ["seed", "fixed"]),
     "seed-mix": ("baseline", ["seed", "mix"]),

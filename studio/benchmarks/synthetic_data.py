@@ -36,7 +36,7 @@ def write(path: str, rows: int, tokens: int | None, mix: bool, seed: int = 0) ->
     rng = random.Random(seed)
     with open(path, "w", encoding="utf-8") as handle:
         for _ in range(rows):
-            length = mixed_length(rng) if mix else int(tokens * 1.1)  # 10% over: training cuts the rest
+            length = mixed_length(rng) if mix else int(tokens * 1.3)  # over: training cuts each row to exactly max_length
             handle.write(json.dumps(make_row(rng, length)) + "\n")
 
 

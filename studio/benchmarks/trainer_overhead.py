@@ -26,12 +26,12 @@ def synchronize(device: str) -> None:
 
 
 def run(model_dir: str, steps: int, seq: int, mask: bool, clip: bool, num_items: bool, fused_lora: bool,
-        liger: bool) -> dict:
+        liger: bool, attention: str = "auto") -> dict:
     import torch
     from peft import LoraConfig, get_peft_model
 
     from studio.fastlora import enable_fused_lora
-    from studio.models import ALL_LINEAR, detect_device, load_base_for_training
+    from studio.models import ALL_LINEAR, detect_device, load_base_for_training, prefer_sdpa_backend
 
     device = "cuda" if torch.cuda.is_available() else "cpu"  # CPU: the demo model, to test this script
     if device == "cuda":
@@ -58,7 +58,7 @@ def run(model_dir: str, steps: int, seq: int, mask: bool, clip: bool, num_items:
             inputs["num_items_in_batch"] = torch.tensor(seq - 1, device=device)
         synchronize(device)
         start = time.time()
-        with torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda"):
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda"), prefer_sdpa_backend(attention):
             loss = model(**inputs).loss
         loss.backward()
         if clip:
@@ -69,7 +69,7 @@ def run(model_dir: str, steps: int, seq: int, mask: bool, clip: bool, num_items:
         synchronize(device)
         rates.append(seq / (time.time() - start))
     return {"name": "loop", "mask": mask, "clip": clip, "num_items": num_items, "fused_lora": fused_lora,
-            "liger": liger, "tokens_per_s": round(statistics.median(rates[2:]), 1),
+            "liger": liger, "attention": attention, "tokens_per_s": round(statistics.median(rates[2:]), 1),
             "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if device == "cuda" else None, "last_loss": round(loss.item(), 4)}
 
 
@@ -83,9 +83,10 @@ def main(argv=None) -> int:
     parser.add_argument("--num-items", action="store_true")
     parser.add_argument("--no-fused-lora", dest="fused_lora", action="store_false")
     parser.add_argument("--no-liger", dest="liger", action="store_false")
+    parser.add_argument("--attention", choices=["auto", "flash", "cudnn", "efficient"], default="auto")
     args = parser.parse_args(argv)
     result = run(args.model_dir, args.steps, args.seq, args.mask, args.clip, args.num_items, args.fused_lora,
-                 args.liger)
+                 args.liger, args.attention)
     print("RESULT " + json.dumps(result), flush=True)
     return 0
 
