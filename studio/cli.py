@@ -63,6 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--max-length", type=int)
     train.add_argument("--batch-size", type=int)
     train.add_argument("--grad-accum", type=int)
+    train.add_argument("--checkpointing", choices=["auto", "on", "offload", "off"],
+                       help="gradient checkpointing; offload: on, with the saved inputs in CPU memory; auto (default): "
+                            "the fastest setting the estimate says fits the GPU")
+    train.add_argument("--packing", action="store_true", default=None, help="padding-free packing of each batch")
     train.add_argument("--resume", action="store_true", help="continue the run in --output from its last checkpoint")
     train.set_defaults(handler=run_train)
 
@@ -167,7 +171,7 @@ def format_report(report, limit: int = 20) -> str:
 
 TRAIN_FLAGS = {"data": "data", "model": "model", "method": "method", "epochs": "epochs", "max_steps": "max_steps",
                "lr": "learning_rate", "lora_r": "lora_r", "lora_alpha": "lora_alpha", "max_length": "max_length",
-               "batch_size": "batch_size", "grad_accum": "grad_accum"}
+               "batch_size": "batch_size", "grad_accum": "grad_accum", "packing": "packing"}
 
 
 def run_train(args) -> int:
@@ -177,6 +181,10 @@ def run_train(args) -> int:
     from studio.training import TrainConfig, TrainingJob, default_config
 
     given = {field: getattr(args, flag) for flag, field in TRAIN_FLAGS.items() if getattr(args, flag) is not None}
+    if args.checkpointing:
+        from studio.training import CHECKPOINTING
+
+        given["gradient_checkpointing"], given["offload_checkpoints"] = CHECKPOINTING[args.checkpointing]
     try:
         if args.resume:
             folder = RunFolder(args.output)

@@ -212,7 +212,7 @@ FP4_BYTES_PER_PARAM = 0.5 + 4 / 64  # bnb defaults (the seed recipe): no double 
 # (embeddings, lm_head, norms, biases) to fp32; the fp32 residual then makes the MLP activations fp32 too.
 # Measured: +3.8 GiB and 16 % more time per step than QLoRA without it (17.8 vs 14.0 GiB, 6,128 vs 7,086
 # tok/s, 7B, 1 × 4096, checkpointing).
-STUDIO_QLORA_UPCASTS = True
+STUDIO_QLORA_UPCASTS = False  # TrainConfig.qlora_upcast's default: measured slower and 3.1 GiB larger
 QLORA_UPCAST_SLOWDOWN = 0.6684 / 0.5780  # step time with / without the upcast, 7B, 1 × 4096, H200
 
 # Trainable LoRA parameters: fp32 weights (PEFT upcasts bf16 adapters), fp32 grads, AdamW exp_avg and
@@ -248,6 +248,21 @@ HOST_FLOOR_S_PER_LAYER = {True: 0.30 / 28, False: 0.14 / 28}
 # QLoRA: dequantizing each 4-bit weight per pass (≈ reading it in bf16 once); reference: 7,270 vs 7,379 tok/s.
 QLORA_DEQUANT_S_PER_PARAM_PASS = (4096 / 7270 - 4096 / 7379) / (3 * 6_525_288_448)
 QLORA_HOST_FLOOR_FACTOR = 1.8  # bitsandbytes' Python layers: 0.55 s vs 0.31 s at 1 × 1024 on the H200
+
+
+# The fast path (studio.fastlora + Liger), 2026-11-28 on the H200, 7B, r=32, 1 × 4096, checkpointing, `python -m
+# studio.benchmarks.compare_engines`: LoRA 10,239 tok/s at 16.68 GiB, QLoRA (no upcast) 8,444 at 7.80 GiB. The
+# fused LoRA linear keeps no second copy of each adapted input and makes none of PEFT's passes over it, so the
+# per-layer copy term goes and the memory-bound side path shrinks to what this fits: 0.400 s a step against
+# 0.286 s of matmuls and the fixed step cost.
+FUSED_LORA_SIDE_S_PER_UNIT_TOKEN_PASS = 5.8e-13
+# bitsandbytes dequantizes every 4-bit weight in each pass (forward, recompute, backward): 0.485 vs 0.400 s.
+FUSED_QLORA_DEQUANT_S_PER_PARAM_PASS = (4096 / 8444 - 4096 / 10239) / (3 * 6_525_288_448)
+# studio.offload: measured 16.68 → 16.28 GiB (LoRA) and 7.80 → 7.39 GiB (QLoRA): about half of the saved
+# layer inputs leave the peak (the peak moves to the recompute of one layer, with a prefetched input beside
+# it); 3 % slower for LoRA (9,922 vs 10,239 tok/s), no slower for QLoRA (8,562 vs 8,444).
+OFFLOAD_SAVED_FRACTION_FREED = 0.40 / 0.77
+OFFLOAD_SLOWDOWN = {"lora": 10239 / 9922, "qlora": 1.0}
 
 
 @dataclass(frozen=True)
@@ -306,6 +321,7 @@ class Estimate:
     grad_accum: int
     max_length: int
     gradient_checkpointing: bool
+    offload_checkpoints: bool
     device: str
     device_kind: str
     device_memory_gib: float
@@ -411,7 +427,9 @@ def estimate(shape: ModelShape | str | None, config=None, device=None, *, qlora_
     seq = int(_setting(config, "max_length", DEFAULT_MAX_LENGTH))
     dropout = float(_setting(config, "lora_dropout", 0.05))
     checkpointing = _setting(config, "gradient_checkpointing", None)
+    offload = _setting(config, "offload_checkpoints", None)
     liger = bool(_setting(config, "liger", False))
+    fused = bool(_setting(config, "fused_lora", True)) and dropout == 0  # PEFT's own forward runs dropout
     if method not in ("lora", "qlora"):
         raise ValueError(f"method must be lora or qlora, not {method!r}")
     _target_modules(targets)
@@ -419,15 +437,20 @@ def estimate(shape: ModelShape | str | None, config=None, device=None, *, qlora_
         if value < 1:
             raise ValueError(f"{name} must be at least 1, got {value}")
     cuda = device.kind == "cuda"
-    if checkpointing is None:
-        checkpointing = cuda  # the studio's rule (studio.training): on a GPU, off on CPU
-    upcast = STUDIO_QLORA_UPCASTS if qlora_upcast is None else qlora_upcast
+    if qlora_upcast is None:
+        qlora_upcast = _setting(config, "qlora_upcast", STUDIO_QLORA_UPCASTS)
+    upcast = bool(qlora_upcast)
     quant_bytes = quant_bytes_per_param or NF4_BYTES_PER_PARAM
 
-    memory = _memory(shape, method, targets, r, batch, seq, dropout, bool(checkpointing), cuda, device.bf16,
-                     upcast, quant_bytes, liger)
-    other = _memory(shape, method, targets, r, batch, seq, dropout, not checkpointing, cuda, device.bf16,
-                    upcast, quant_bytes, liger)
+    def memory_of(checkpointing: bool, offload: bool) -> dict[str, float]:
+        return _memory(shape, method, targets, r, batch, seq, dropout, checkpointing, cuda, device.bf16, upcast,
+                       quant_bytes, liger, fused, offload and checkpointing and cuda)
+
+    planned = plan_memory(memory_of, method, device) if cuda else (False, False)
+    checkpointing = planned[0] if checkpointing is None else bool(checkpointing)
+    offload = (planned[1] and checkpointing) if offload is None else bool(offload) and checkpointing and cuda
+    memory = memory_of(checkpointing, offload)
+    other = memory_of(not checkpointing, offload)
     overhead = CUDA_OVERHEAD_GIB if cuda else CPU_PROCESS_OVERHEAD_GIB
     breakdown = {key: round(value / GIB, 3) for key, value in memory.items()} | {"overhead": overhead}
     peak = sum(memory.values()) / GIB
@@ -447,14 +470,15 @@ def estimate(shape: ModelShape | str | None, config=None, device=None, *, qlora_
 
     tokens_micro = batch * seq
     seconds_micro, basis = _micro_step_seconds(shape, method, targets, r, batch, seq, bool(checkpointing),
-                                               device, upcast, notes)
+                                               device, upcast, notes, fused, offload)
     tokens_per_s = tokens_micro / seconds_micro if seconds_micro else None
     if method == "qlora" and upcast and cuda and device.bf16:
         notes.append("QLoRA here upcasts embeddings, lm_head and norms to fp32 (peft.prepare_model_for_kbit_training).")
     notes.append("Tokens per step assume every row fills max_length; shorter rows train faster.")
     return Estimate(
         model=shape.name, method=method, target_modules=targets, lora_r=r, batch_size=batch, grad_accum=accum,
-        max_length=seq, gradient_checkpointing=bool(checkpointing), device=device.name, device_kind=device.kind,
+        max_length=seq, gradient_checkpointing=bool(checkpointing), offload_checkpoints=bool(offload),
+        device=device.name, device_kind=device.kind,
         device_memory_gib=round(device.memory_gib, 2), params_total=shape.total_params(),
         params_lora=shape.lora_params(r, targets), breakdown_gib=breakdown, peak_allocated_gib=round(peak, 2),
         total_gib=round(total, 2), verdict=verdict,
@@ -463,6 +487,25 @@ def estimate(shape: ModelShape | str | None, config=None, device=None, *, qlora_
         tokens_per_s=round(tokens_per_s, 1) if tokens_per_s else None,
         seconds_per_step=round(seconds_micro * accum, 3) if seconds_micro else None,
         time_basis=basis, notes=notes)
+
+
+def plan_memory(memory_of, method: str, device) -> tuple[bool, bool]:
+    """(gradient checkpointing, offload) for `auto`: the fastest measured setting that fits the device.
+
+    Fastest first: no checkpointing (≈ 40 % faster than recomputing, docs/benchmarks.md); checkpointing;
+    checkpointing with the saved inputs offloaded to CPU memory. QLoRA offloads whenever it checkpoints,
+    since that measured no slower. A setting fits when its total stays under the tight band."""
+    overhead = CUDA_OVERHEAD_GIB
+
+    def fits(checkpointing: bool, offload: bool) -> bool:
+        total = sum(memory_of(checkpointing, offload).values()) / GIB + overhead
+        return device.memory_gib <= 0 or total <= TIGHT_FRACTION * device.memory_gib
+
+    if fits(False, False):
+        return False, False
+    if method == "lora" and fits(True, False):
+        return True, False
+    return True, True
 
 
 def estimate_config(config, device=None, **options) -> Estimate:
@@ -476,7 +519,7 @@ def estimate_config(config, device=None, **options) -> Estimate:
 
 def _memory(shape: ModelShape, method: str, targets: str, r: int, batch: int, seq: int, dropout: float,
             checkpointing: bool, cuda: bool, bf16: bool, upcast: bool, quant_bytes: float,
-            liger: bool = False) -> dict[str, float]:
+            liger: bool = False, fused: bool = False, offload: bool = False) -> dict[str, float]:
     """Bytes at the peak of a training step, by kind."""
     autocast = cuda and bf16  # the studio trains in bf16 autocast on such GPUs, in fp32 elsewhere
     act = BF16_BYTES if autocast else FP32_BYTES  # bytes of an activation element
@@ -498,7 +541,8 @@ def _memory(shape: ModelShape, method: str, targets: str, r: int, batch: int, se
     # silu(gate).
     kv = shape.kv_dim if batch == 1 else shape.q_dim
     per_token = 2 * 4 * h + act * (2 * shape.q_dim + 2 * kv)
-    copy = act if (autocast or dropout > 0) else 0  # fp32 without dropout: lora_A reuses the saved input
+    # fp32 without dropout: lora_A reuses the saved input; the fused LoRA linear never makes the copy.
+    copy = act if (autocast or dropout > 0) and not fused else 0
     mask = 1 if dropout > 0 else 0
     shapes = shape.linear_shapes()
     for module in _target_modules(targets):
@@ -513,7 +557,7 @@ def _memory(shape: ModelShape, method: str, targets: str, r: int, batch: int, se
         logits += BF16_BYTES * shape.vocab * h
     if checkpointing:
         residual = FP32_BYTES if upcast_here else act
-        saved = shape.layers * tokens * h * residual + final
+        saved = shape.layers * tokens * h * residual * (1 - OFFLOAD_SAVED_FRACTION_FREED if offload else 1) + final
         # After the loss, one layer is recomputed at a time: its activations plus a few gradient buffers.
         recompute = layer + 3 * tokens * h * FP32_BYTES
         activations = saved + max(0, recompute - logits)
@@ -545,7 +589,8 @@ def flops_per_token(shape: ModelShape, r: int, targets: str, seq: int, checkpoin
     return float(executed)
 
 
-def _micro_step_seconds(shape, method, targets, r, batch, seq, checkpointing, device, upcast, notes):
+def _micro_step_seconds(shape, method, targets, r, batch, seq, checkpointing, device, upcast, notes, fused=False,
+                        offload=False):
     """(seconds per micro-batch, basis) or (None, 'unknown')."""
     tokens = batch * seq
     flops = flops_per_token(shape, r, targets, seq, checkpointing) * tokens
@@ -569,12 +614,17 @@ def _micro_step_seconds(shape, method, targets, r, batch, seq, checkpointing, de
         notes.append(f"No fp32 speed figure for {device.name}: time unknown.")
         return None, "unknown"
     bandwidth = H200_BANDWIDTH_TBS / spec.bandwidth_tbs  # > 1 on slower memory
+    side = FUSED_LORA_SIDE_S_PER_UNIT_TOKEN_PASS if fused else LORA_SIDE_S_PER_UNIT_TOKEN_PASS
     seconds = (STEP_OVERHEAD_S[checkpointing] + flops / (MATMUL_EFFICIENCY * tflops * 1e12)
-               + LORA_SIDE_S_PER_UNIT_TOKEN_PASS * tokens * shape.lora_units(targets) * passes * bandwidth)
+               + side * tokens * shape.lora_units(targets) * passes * bandwidth)
     floor = HOST_FLOOR_S_PER_LAYER[checkpointing] * shape.layers
+    if offload:
+        seconds *= OFFLOAD_SLOWDOWN[method]
     if method == "qlora":
-        seconds += QLORA_DEQUANT_S_PER_PARAM_PASS * shape.layer_linear_params() * passes * bandwidth
-        floor *= QLORA_HOST_FLOOR_FACTOR
+        dequant = FUSED_QLORA_DEQUANT_S_PER_PARAM_PASS if fused else QLORA_DEQUANT_S_PER_PARAM_PASS
+        seconds += dequant * shape.layer_linear_params() * passes * bandwidth
+        if not fused:  # the floor of bitsandbytes' and PEFT's Python layers; the fused path calls them less
+            floor *= QLORA_HOST_FLOOR_FACTOR
         if upcast and device.bf16:  # in fp32 everything is fp32 anyway
             seconds *= QLORA_UPCAST_SLOWDOWN
     return max(seconds, floor), basis

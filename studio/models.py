@@ -180,7 +180,8 @@ def load_base_for_training(name: str, method: str, device: Device, gradient_chec
             bnb_4bit_compute_dtype=torch.bfloat16 if device.bf16 else torch.float32)
     if device.kind == "cuda":
         kwargs["dtype"] = torch.bfloat16 if device.bf16 else torch.float32  # never fp16: R1 overflows in fp16
-        kwargs["device_map"] = {"": 0}
+        # One GPU per process: under `accelerate launch` (data parallel) each process takes its LOCAL_RANK.
+        kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", 0))}
     else:
         kwargs["dtype"] = torch.float32
     try:

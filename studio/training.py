@@ -41,7 +41,7 @@ class TrainConfig:
     method: str = "lora"  # lora | qlora
     lora_r: int = 16
     lora_alpha: int = 32
-    lora_dropout: float = 0.05
+    lora_dropout: float = 0.0  # 0 lets the fused LoRA linear serve every layer (dropout needs PEFT's forward)
     target_modules: str = "all-linear"  # all-linear | attention (the seed's q/k/v/o)
     learning_rate: float | None = None  # None: 1e-4 for LoRA, 2e-4 for QLoRA
     epochs: float = 1.0
@@ -54,11 +54,13 @@ class TrainConfig:
     eval_split: float = 0.0
     save_steps: int = 0  # 0: checkpoint only when stopping and at the end
     seed: int = 42
-    gradient_checkpointing: bool | None = None  # None: on a GPU, off on CPU
+    gradient_checkpointing: bool | None = None  # None: off when the run fits without it (GPU), off on CPU
     packing: bool = False  # padding-free: a batch becomes one row with per-sequence positions
     liger: bool = False  # Liger kernels (fused linear cross-entropy: no 152k-wide logits in memory)
     fused_lora: bool = True  # studio.fastlora: PEFT's LoRA math in two fused matmul-adds (same result)
-    offload_checkpoints: bool = False  # checkpointed activations in pinned CPU memory instead of the GPU
+    # Checkpointed layer inputs in pinned CPU memory instead of the GPU (studio.offload). None, like
+    # gradient_checkpointing=None: the estimate's fastest setting that fits the GPU (memory_settings).
+    offload_checkpoints: bool | None = None
     # QLoRA: PEFT's k-bit preparation (fp32 norms, embeddings and head). Off: measured on the 7B at 4096
     # tokens it costs 3.1 GiB and is not faster (docs/benchmarks.md); norms stay bf16 like the rest.
     qlora_upcast: bool = False
@@ -201,6 +203,29 @@ def make_collator(tokenizer, packing: bool):
     return DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=IGNORE_INDEX)
 
 
+# A checkpointing choice (CLI flag, Train tab radio) -> (gradient_checkpointing, offload_checkpoints); None: auto.
+CHECKPOINTING = {"auto": (None, None), "on": (True, False), "offload": (True, True), "off": (False, False)}
+
+
+def memory_settings(config: TrainConfig, device) -> tuple[bool, bool]:
+    """(gradient checkpointing, offload): what the config says, and for `None` (auto) on a GPU the fastest
+    measured setting that fits its memory (studio.estimate.plan_memory: no recompute when it fits — about
+    40 % faster — then checkpointing, then checkpointing with the saved inputs in CPU memory)."""
+    if device.kind != "cuda":
+        return bool(config.gradient_checkpointing), False  # CPU: activations are in system memory anyway
+    if config.gradient_checkpointing is False:
+        return False, False
+    if config.gradient_checkpointing and config.offload_checkpoints is not None:
+        return True, config.offload_checkpoints
+    from studio.estimate import estimate_config
+
+    try:
+        planned = estimate_config(config, device)
+    except ValueError:  # the shape is unknown without a download: the safe setting
+        return True, bool(config.offload_checkpoints)
+    return planned.gradient_checkpointing, planned.offload_checkpoints
+
+
 # --------------------------------------------------------------------------------------------------
 # Failures: a readable cause and a suggested fix
 
@@ -341,17 +366,16 @@ class TrainingJob:
 
         config = self.config
         device = detect_device()
-        checkpointing = device.kind == "cuda" if config.gradient_checkpointing is None else config.gradient_checkpointing
+        checkpointing, offload = memory_settings(config, device)
         self._tokenizer = tokenizer = load_tokenizer(config.model)
         data = prepare_data(config, tokenizer)
         self.data_summary = {"rows_read": data.rows_read, "rows_left_out": data.rows_left_out,
                              "rows_truncated": data.rows_truncated, "train_rows": len(data.train),
                              "eval_rows": len(data.eval)}
         self._set_status(RUNNING, message=f"Loading {config.model} on {device.describe()}", data=self.data_summary,
-                         device=device.describe())
+                         device=device.describe(), gradient_checkpointing=checkpointing, offload_checkpoints=offload)
         model = load_base_for_training(config.model, config.method, device, checkpointing,
-                                       offload=config.offload_checkpoints and device.kind == "cuda",
-                                       upcast=config.qlora_upcast)
+                                       offload=offload, upcast=config.qlora_upcast)
         lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
                           target_modules=ALL_LINEAR if config.target_modules == "all-linear" else ATTENTION_ONLY,
                           bias="none", task_type="CAUSAL_LM")

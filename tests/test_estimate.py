@@ -18,9 +18,17 @@ QWEN_7B = "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B"
 LLAMA_8B = "deepseek-ai/DeepSeek-R1-Distill-Llama-8B"
 
 
-def run_config(method="lora", targets="all-linear", checkpointing=True, batch=1, seq=4096, r=32, accum=1):
+def run_config(method="lora", targets="all-linear", checkpointing=True, batch=1, seq=4096, r=32, accum=1,
+               offload=False):
+    """The reference loop's settings: PEFT's own LoRA forward (dropout 0.05), nothing offloaded."""
     return dict(method=method, target_modules=targets, lora_r=r, batch_size=batch, grad_accum=accum,
-                max_length=seq, gradient_checkpointing=checkpointing, lora_dropout=0.05)
+                max_length=seq, gradient_checkpointing=checkpointing, lora_dropout=0.05, offload_checkpoints=offload)
+
+
+def fast_config(method="lora", offload=False, checkpointing=True):
+    """The studio engine as `python -m studio.benchmarks.compare_engines` ran it: fused LoRA, Liger, r=32."""
+    return dict(method=method, lora_r=32, batch_size=1, grad_accum=1, max_length=4096, lora_dropout=0.0,
+                gradient_checkpointing=checkpointing, offload_checkpoints=offload, liger=True, fused_lora=True)
 
 
 def within(estimated, measured, tolerance):
@@ -201,11 +209,37 @@ def test_verdict_thresholds():
     assert estimate(shape, config, Device("cuda", "NVIDIA H200", total * 0.99, True)).verdict == WILL_NOT_FIT
 
 
-def test_checkpointing_defaults_to_the_device():
-    config = run_config(checkpointing=None)
-    assert estimate(QWEN_7B, config, H200).gradient_checkpointing is True
+# The studio engine on the H200 (docs/benchmarks.md): (config, peak GiB, tokens/s).
+FAST_PATH_CASES = {
+    "LoRA, fused + Liger, checkpointing": (fast_config(), 16.68, 10239),
+    "LoRA, the same with offloaded checkpoints": (fast_config(offload=True), 16.28, 9922),
+    "QLoRA, fused + Liger, no upcast": (fast_config("qlora"), 7.80, 8444),
+    "QLoRA, the same with offloaded checkpoints": (fast_config("qlora", offload=True), 7.39, 8562),
+    "LoRA, plain path (PEFT forward, no Liger)": ({**fast_config(), "liger": False, "fused_lora": False}, 22.94, 7618),
+}
+
+
+@pytest.mark.parametrize("name", FAST_PATH_CASES)
+def test_fast_path_calibration_within_five_percent(name):
+    config, measured_gib, measured_tokens_per_s = FAST_PATH_CASES[name]
+    result = estimate(QWEN_7B, config, H200)
+    assert within(result.peak_allocated_gib, measured_gib, 0.05), (result.peak_allocated_gib, measured_gib)
+    assert within(result.tokens_per_s, measured_tokens_per_s, 0.05), (result.tokens_per_s, measured_tokens_per_s)
+
+
+def test_auto_picks_the_fastest_memory_setting_that_fits():
+    lora, qlora = fast_config(checkpointing=None, offload=None), fast_config("qlora", checkpointing=None, offload=None)
+    big = estimate(QWEN_7B, lora, H200)  # 7B at 4096 without recompute fits in 140 GiB
+    assert (big.gradient_checkpointing, big.offload_checkpoints) == (False, False)
+    assert big.tokens_per_s > estimate(QWEN_7B, fast_config(), H200).tokens_per_s
+    on_24 = estimate(QWEN_7B, lora, RTX_4090)
+    assert (on_24.gradient_checkpointing, on_24.offload_checkpoints, on_24.verdict) == (True, False, FITS)
+    on_19 = estimate(QWEN_7B, lora, Device("cuda", "NVIDIA GeForce RTX 4090", 21.0, True))
+    assert (on_19.gradient_checkpointing, on_19.offload_checkpoints) == (True, True)  # only offloaded fits
+    small = estimate(QWEN_7B, qlora, Device("cuda", "NVIDIA L4", 22.0, True))
+    assert (small.gradient_checkpointing, small.offload_checkpoints) == (True, True)  # QLoRA: offload is free
     cpu = Device("cpu", "CPU (2 cores)", 8.0, False)
-    assert estimate("demo", config, cpu).gradient_checkpointing is False
+    assert estimate("demo", run_config(checkpointing=None), cpu).gradient_checkpointing is False
 
 
 def test_summary_and_dict():
@@ -272,12 +306,14 @@ def test_import_is_cheap():
 
 @pytest.mark.parametrize("method,measured_gib", [("lora", 17.16), ("qlora", 11.39)])
 def test_liger_runs_match_the_h200_measurement(method, measured_gib):
-    """Measured with `studio bench --liger` (r=32, 1 × 4096, H200, 2026-11-28): the logits term goes away."""
+    """Measured with `studio bench --liger` before the fused LoRA linear (PEFT's forward, QLoRA with the upcast;
+    r=32, 1 × 4096, H200, 2026-11-28): the logits term goes away."""
     from studio.estimate import estimate
     from studio.models import Device
 
     config = {"method": method, "lora_r": 32, "max_length": 4096, "batch_size": 1, "lora_dropout": 0.0,
-              "liger": True}
+              "liger": True, "fused_lora": False, "gradient_checkpointing": True, "offload_checkpoints": False,
+              "qlora_upcast": method == "qlora"}
     h200 = Device("cuda", "NVIDIA H200", 139.8, True)
     result = estimate("deepseek-ai/DeepSeek-R1-Distill-Qwen-7B", config, h200)
     assert result.peak_allocated_gib == pytest.approx(measured_gib, rel=0.05)
