@@ -90,7 +90,8 @@ def run_bench(*, name: str = "studio", model: str | None = None, method: str = "
     work.mkdir(parents=True, exist_ok=True)
     data_path = work / f"{data}.jsonl"
     rows_needed = (steps + WARMUP_STEPS) * batch_size
-    write(str(data_path), rows=rows_needed * (4 if data == "mix" else 1) + 8, tokens=seq, mix=data == "mix")
+    write(str(data_path), rows=rows_needed * (4 if data == "mix" else 1) + 8, tokens=seq, mix=data == "mix",
+          vary=data == "vary")
     config = TrainConfig(data=str(data_path), output=str(work / f"run-{name}"), model=target, method=method,
                          lora_r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout, max_steps=steps,
                          batch_size=batch_size, grad_accum=1, max_length=seq, warmup=0, packing=packing,

@@ -10,7 +10,7 @@
     python -m studio chat --adapter DIR [--model demo|PATH|HUB_ID] --prompt TEXT [--max-new-tokens N]
         [--temperature T] [--json]
         the base and base + LoRA answers to one prompt; temperature 0 is greedy and deterministic.
-    python -m studio bench [--model random:qwen2-7b|demo|PATH] [--method lora|qlora] [--data fixed|mix]
+    python -m studio bench [--model random:qwen2-7b|demo|PATH] [--method lora|qlora] [--data fixed|mix|vary]
         [--steps N] [--seq N] [--batch-size N] [--packing] [--liger] [--checkpointing auto|on|off] [--json]
         tokens/s, peak memory and the share of the compute ceiling through the studio's training path.
 """
@@ -86,8 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
                                        "or a model folder")
     bench.add_argument("--name", default="studio")
     bench.add_argument("--method", choices=["lora", "qlora"], default="lora")
-    bench.add_argument("--data", choices=["fixed", "mix"], default="fixed",
-                       help="fixed: every sequence --seq tokens; mix: log-normal lengths, mean about 1.5k, capped at --seq")
+    bench.add_argument("--data", choices=["fixed", "mix", "vary"], default="fixed",
+                       help="fixed: every sequence --seq tokens; mix: log-normal lengths, mean about 1.5k, capped at "
+                            "--seq; vary: each a little under --seq, a different length every step")
     bench.add_argument("--steps", type=int, default=10)
     bench.add_argument("--seq", type=int, default=4096)
     bench.add_argument("--batch-size", type=int, default=1)

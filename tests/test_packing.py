@@ -33,6 +33,21 @@ def test_packed_loss_equals_padded_loss(demo_tokenizer, batch):
     assert loss_of(model, packed) == pytest.approx(loss_of(model, padded), rel=1e-4)
 
 
+def test_one_row_batches_drop_the_all_ones_mask_with_the_same_loss(demo_tokenizer, batch):
+    from transformers import AutoModelForCausalLM
+
+    from studio.models import resolve_model
+
+    model = AutoModelForCausalLM.from_pretrained(resolve_model("demo"), attn_implementation="sdpa")
+    row = [dict(batch[0])]
+    one = make_collator(demo_tokenizer, packing=False, batch_size=1)([dict(r) for r in row])
+    masked = make_collator(demo_tokenizer, packing=False, batch_size=2)([dict(r) for r in row])
+    assert "attention_mask" not in one and masked["attention_mask"].all()
+    assert loss_of(model, one) == loss_of(model, masked)
+    two = make_collator(demo_tokenizer, packing=False, batch_size=2)([dict(r) for r in batch[:2]])
+    assert "attention_mask" in two  # rows of different lengths: padded, so the mask stays
+
+
 def test_training_with_packing(tmp_path):
     config = default_config(str(SAMPLES_DIR / "demo-train.jsonl"), str(tmp_path / "packed"), max_steps=4,
                             batch_size=8, packing=True)

@@ -202,3 +202,38 @@ def test_stop_request_through_the_run_folder(tmp_path):
     assert status["state"] == STOPPED and job.folder.latest_checkpoint() is not None
     assert not job.folder.stop_requested() or status["state"] == STOPPED
     assert not other_process.live()["running"] and not other_process.stop()
+
+
+def test_auto_memory_settings_take_the_fastest_that_fits():
+    from studio.models import Device
+    from studio.training import TrainConfig, memory_settings
+
+    config = TrainConfig(data="unused", output="unused", model="deepseek-ai/DeepSeek-R1-Distill-Qwen-7B", lora_r=32,
+                         max_length=4096, batch_size=1, liger=True)
+    h200 = Device("cuda", "NVIDIA H200", 139.8, True)
+    assert memory_settings(config, h200) == (False, False)  # fits without recompute
+    assert memory_settings(config, Device("cuda", "NVIDIA GeForce RTX 4090", 23.99, True)) == (True, False)
+    assert memory_settings(config, Device("cuda", "NVIDIA GeForce RTX 4090", 21.0, True)) == (True, True)
+    config.gradient_checkpointing = True  # the user's choice stands; offload still follows the memory
+    assert memory_settings(config, h200) == (True, False)
+    config.offload_checkpoints = True
+    assert memory_settings(config, h200) == (True, True)
+    config.gradient_checkpointing = False
+    assert memory_settings(config, h200) == (False, False)
+    config.gradient_checkpointing, config.model = None, "/nowhere/model"  # shape unknown: the safe setting
+    assert memory_settings(config, h200) == (True, True)
+    assert memory_settings(config, Device("cpu", "CPU (2 cores)", 8.0, False)) == (False, False)
+
+
+def test_cli_checkpointing_flag_is_recorded(tmp_path):
+    import json
+
+    out = tmp_path / "offloaded"
+    result = subprocess.run([sys.executable, "-m", "studio", "train", "--data", str(SAMPLES_DIR / "demo-train.jsonl"),
+                             "--output", str(out), "--max-steps", "2", "--checkpointing", "offload"],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    config = json.loads((out / "config.json").read_text())
+    assert (config["gradient_checkpointing"], config["offload_checkpoints"]) == (True, True)
+    status = json.loads((out / "status.json").read_text())
+    assert status["gradient_checkpointing"] is True and status["offload_checkpoints"] is False  # CPU: nothing to move

@@ -33,6 +33,9 @@ CONFIGS = {
     "studio-qlora": ("studio", ["--method", "qlora", "--data", "fixed", "--liger"]),
     "studio-qlora-upcast": ("studio", ["--method", "qlora", "--data", "fixed", "--liger", "--qlora-upcast"]),
     "studio-qlora-offload": ("studio", ["--method", "qlora", "--data", "fixed", "--liger", "--offload"]),
+    # Lengths a little under 4096 that change every step: what shape changes cost (compare with studio-lora).
+    "studio-lora-vary": ("studio", ["--method", "lora", "--data", "vary", "--liger"]),
+    "studio-lora-vary-auto": ("studio", ["--method", "lora", "--data", "vary", "--liger", "--attention", "auto"]),
     "studio-lora-mix": ("studio", ["--method", "lora", "--data", "mix", "--packing", "--batch-size", "4", "--liger"]),
     "studio-lora-mix-auto": ("studio", ["--method", "lora", "--data", "mix", "--packing", "--batch-size", "4",
                                         "--liger", "--attention", "auto"]),

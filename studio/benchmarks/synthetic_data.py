@@ -1,11 +1,12 @@
 """Synthetic R1-shaped rows of a chosen token length, for throughput checks.
 
-    python -m studio.benchmarks.synthetic_data OUT.jsonl [--rows 64] [--tokens 4096 | --mix]
+    python -m studio.benchmarks.synthetic_data OUT.jsonl [--rows 64] [--tokens 4096] [--mix | --vary]
 
 `--tokens N`: every row is at least N tokens of training text (training cuts it at max_length, so each
 step holds exactly max_length tokens). `--mix`: lengths drawn from a log-normal with mean ≈ 1.5k tokens,
 capped at 4096 — the shape of real R1 distillation sets (short prompts, reasoning of a few hundred to a
-few thousand tokens).
+few thousand tokens). `--vary`: every row a little under N tokens (about 93-99 %), a different length each
+step, as a real set of long rows gives — to measure what changing shapes cost against `--tokens` alone.
 """
 
 from __future__ import annotations
@@ -32,11 +33,19 @@ def make_row(rng: random.Random, tokens: int) -> dict:
             "response": f"<think>\n{words}\n</think>\n\nThe answer is {rng.randint(20, 198)}."}
 
 
-def write(path: str, rows: int, tokens: int | None, mix: bool, seed: int = 0) -> None:
+VARY_SIZE_FRACTION = (1.05, 1.10)  # make_row sizes: 93-99 % of `tokens` with the demo tokenizer (measured)
+
+
+def write(path: str, rows: int, tokens: int | None, mix: bool, seed: int = 0, vary: bool = False) -> None:
     rng = random.Random(seed)
     with open(path, "w", encoding="utf-8") as handle:
         for _ in range(rows):
-            length = mixed_length(rng) if mix else int(tokens * 1.3)  # over: training cuts each row to exactly max_length
+            if mix:
+                length = mixed_length(rng)
+            elif vary:
+                length = int(tokens * rng.uniform(*VARY_SIZE_FRACTION))
+            else:
+                length = int(tokens * 1.3)  # over: training cuts each row to exactly max_length
             handle.write(json.dumps(make_row(rng, length)) + "\n")
 
 
@@ -46,9 +55,10 @@ def main(argv=None) -> int:
     parser.add_argument("--rows", type=int, default=64)
     parser.add_argument("--tokens", type=int, default=4096)
     parser.add_argument("--mix", action="store_true")
+    parser.add_argument("--vary", action="store_true")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    write(args.out, args.rows, args.tokens, args.mix, args.seed)
+    write(args.out, args.rows, args.tokens, args.mix, args.seed, args.vary)
     return 0
 
 
