@@ -91,5 +91,10 @@ def estimate_markdown(config) -> str:
     icon, words = BADGE_STYLES.get(estimate.verdict, ("", estimate.verdict))
     parts = estimate.breakdown_gib
     detail = " · ".join(f"{name.replace('_', ' ')} {value:.1f}" for name, value in parts.items() if value >= 0.05)
+    memory = ("no gradient checkpointing" if not estimate.gradient_checkpointing else
+              "gradient checkpointing" + (", saved inputs in CPU memory" if estimate.offload_checkpoints else ""))
     return (f"**{icon} {words}** — {estimate.summary()}\n\n"
-            f"<small>GiB: {detail} · on {estimate.device}. Error measured on an H200: see docs/estimate.md.</small>")
+            f"<small>GiB: {detail} · on {estimate.device}, {memory}. Measured error on an H200: memory within "
+            f"+2.3 %, speed ±6 % (LoRA) and ±12 % (QLoRA) for rows of max_length (rows of varying length ran up to "
+            f"25 % slower); "
+            f"docs/estimate.md.</small>")
