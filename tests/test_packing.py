@@ -1,5 +1,7 @@
 """The fast path's correctness guard: packed (padding-free) batches give the same loss as padded ones."""
 
+import json
+
 import pytest
 import torch
 
@@ -69,3 +71,26 @@ def test_engine_comparison_guard_flags_a_loss_gap():
     rows[0]["first_loss"], rows[0]["last_loss"] = 12.601, 14.0  # same forward, different updates
     assert not correctness_guard(rows)["ok"]
     assert correctness_guard([{"config": "seed"}]) is None
+
+
+def test_engine_comparison_runs_configs_on_separate_gpus_and_keeps_failed_logs(tmp_path, monkeypatch, capsys):
+    import sys
+
+    from studio.benchmarks import compare_engines
+
+    script = ("import json, os, sys, time; name = sys.argv[1]; time.sleep(0.3)\n"
+              "if name == 'seed': sys.exit('boom')\n"
+              "print('RESULT ' + json.dumps({'tokens_per_s': 1.0, 'seen': os.environ.get('CUDA_VISIBLE_DEVICES')}))")
+    monkeypatch.setattr(compare_engines, "command_for",
+                        lambda name, model_dir, steps: ("studio", [sys.executable, "-c", script, name]))
+    names = ["studio-lora", "seed", "hf-lora", "studio-qlora"]
+    assert compare_engines.main(["unused", str(tmp_path), "--gpus", "2", "--only", *names]) == 0
+    rows = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+    by_name = {row["config"]: row for row in rows}
+    assert set(by_name) == set(names)
+    assert {row["gpu"] for row in rows} == {"0", "1"}
+    assert all(row["seen"] == row["gpu"] for row in rows if row["config"] != "seed")  # each alone on its GPU
+    assert by_name["seed"]["status"] == "failed" and (tmp_path / "seed.log").exists()
+    assert not (tmp_path / "hf-lora.log").exists()  # successful runs keep no log
+    table = capsys.readouterr().out.split("| config |")[1]
+    assert [line.split("|")[1].strip() for line in table.splitlines()[2:6]] == names  # the order asked

@@ -1,21 +1,26 @@
 """The studio engine side by side with the seed recipe, plain Hugging Face and Unsloth, one process each.
 
     python -m studio.benchmarks.compare_engines MODEL_DIR OUT_DIR [--steps 10] [--only NAME ...]
-        [--unsloth-path DIR]
+        [--unsloth-path DIR] [--gpus N]
 
 MODEL_DIR: a model folder (`python -m studio.benchmarks.random_model` makes the R1-Distill-Qwen-7B
 architecture with random weights). Each config runs in its own process so that one's memory cannot
 leak into the next; results go to OUT_DIR/results.jsonl and a Markdown table is printed. Unsloth runs
 only when --unsloth-path points at a folder where it is installed (it pins other library versions).
+--gpus N runs N configs at a time, each alone on its own GPU of the same model (a log is kept only for a
+config that failed).
 """
 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import json
 import os
+import queue
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -44,12 +49,17 @@ CONFIGS = {
     "seed-mix": ("baseline", ["seed", "mix"]),
     "hf-lora": ("baseline", ["hf-lora", "fixed"]),
     "hf-qlora": ("baseline", ["hf-qlora", "fixed"]),
+    "hf-lora-mix": ("baseline", ["hf-lora", "mix"]),
+    "hf-qlora-mix": ("baseline", ["hf-qlora", "mix"]),
     "unsloth-lora": ("unsloth", ["unsloth-lora", "fixed"]),
     "unsloth-qlora": ("unsloth", ["unsloth-qlora", "fixed"]),
+    "unsloth-lora-mix": ("unsloth", ["unsloth-lora", "mix"]),
+    "unsloth-qlora-mix": ("unsloth", ["unsloth-qlora", "mix"]),
 }
 # What a plain run of this script compares (the variants above are for measuring one lever at a time).
-DEFAULT_CONFIGS = ["studio-lora", "studio-lora-plain", "studio-qlora", "studio-lora-mix", "studio-qlora-mix", "seed",
-                   "seed-mix", "hf-lora", "hf-qlora", "unsloth-lora", "unsloth-qlora"]
+DEFAULT_CONFIGS = ["studio-lora", "studio-lora-offload", "studio-lora-plain", "studio-qlora", "studio-qlora-offload",
+                   "studio-lora-mix", "studio-qlora-mix", "seed", "seed-mix", "hf-lora", "hf-qlora", "hf-lora-mix",
+                   "hf-qlora-mix", "unsloth-lora", "unsloth-qlora", "unsloth-lora-mix", "unsloth-qlora-mix"]
 
 
 def command_for(name: str, model_dir: str, steps: int) -> tuple[str, list[str]]:
@@ -93,6 +103,30 @@ def correctness_guard(results: list[dict]) -> dict | None:
     return None
 
 
+def run_config(name: str, args, gpu: str | None) -> dict:
+    """One config in its own process (on one GPU when `gpu` is set); its log is kept only if it failed."""
+    kind, command = command_for(name, args.model_dir, args.steps)
+    env = dict(os.environ)
+    if kind == "unsloth":
+        env["PYTHONPATH"] = os.pathsep.join([args.unsloth_path, os.getcwd()])
+    if gpu is not None:
+        env["CUDA_VISIBLE_DEVICES"] = gpu
+    start = time.time()
+    try:
+        process = subprocess.run(command, capture_output=True, text=True, env=env, timeout=args.timeout)
+        output = process.stdout + process.stderr
+    except subprocess.TimeoutExpired as error:
+        output = f"timed out after {args.timeout}s\n{error.stdout or ''}"
+    result = parse(output)
+    if result is None:
+        (Path(args.out_dir) / f"{name}.log").write_text(output)
+        result = {"status": "failed", "error": output.strip().splitlines()[-1:] or [""]}
+    result.update(config=name, wall_s=round(time.time() - start, 1))
+    if gpu is not None:
+        result["gpu"] = gpu
+    return result
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model_dir")
@@ -101,29 +135,34 @@ def main(argv=None) -> int:
     parser.add_argument("--only", nargs="*", default=None)
     parser.add_argument("--unsloth-path")
     parser.add_argument("--timeout", type=int, default=240, help="seconds per config")
+    parser.add_argument("--gpus", type=int, default=1,
+                        help="run this many configs at once, each alone on its own GPU (same GPU model)")
     args = parser.parse_args(argv)
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     names = args.only or [name for name in DEFAULT_CONFIGS if CONFIGS[name][0] != "unsloth" or args.unsloth_path]
-    results = []
-    for name in names:
-        kind, command = command_for(name, args.model_dir, args.steps)
-        env = dict(os.environ)
-        if kind == "unsloth":
-            env["PYTHONPATH"] = os.pathsep.join([args.unsloth_path, os.getcwd()])
-        start = time.time()
+    unknown = [name for name in names if name not in CONFIGS]
+    if unknown:
+        parser.error(f"unknown config {', '.join(unknown)}; known: {', '.join(CONFIGS)}")
+    free = queue.Queue()
+    for gpu in range(args.gpus):
+        free.put(str(gpu) if args.gpus > 1 else None)
+    lock = threading.Lock()
+
+    def run_on_a_free_gpu(name: str) -> dict:
+        gpu = free.get()
         try:
-            process = subprocess.run(command, capture_output=True, text=True, env=env, timeout=args.timeout)
-            output = process.stdout + process.stderr
-        except subprocess.TimeoutExpired as error:
-            output = f"timed out after {args.timeout}s\n{error.stdout or ''}"
-        (out / f"{name}.log").write_text(output)
-        result = parse(output) or {"status": "failed", "error": output.strip().splitlines()[-1:] or [""]}
-        result.update(config=name, wall_s=round(time.time() - start, 1))
-        results.append(result)
-        print(json.dumps(result), flush=True)
-        with open(out / "results.jsonl", "a") as handle:
-            handle.write(json.dumps(result) + "\n")
+            result = run_config(name, args, gpu)
+        finally:
+            free.put(gpu)
+        with lock:
+            print(json.dumps(result), flush=True)
+            with open(out / "results.jsonl", "a") as handle:
+                handle.write(json.dumps(result) + "\n")
+        return result
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=args.gpus) as pool:
+        results = list(pool.map(run_on_a_free_gpu, names))  # in the order asked, whatever order they end in
     guard = correctness_guard(results)
     if guard:
         print(json.dumps(guard))
