@@ -139,8 +139,8 @@ def prefer_sdpa_backend(name: str):
     """Put one SDPA backend first (the others stay as fallbacks) while training on a GPU.
 
     Flash by default: measured on an H200 with PyTorch 2.11, PyTorch's own first choice there (cuDNN attention)
-    spends 9–21 ms of CPU per call re-planning when the sequence length changes from one batch to the next,
-    which real data always does, and the GPU waits (docs/benchmarks.md).
+    spent 9–21 ms of CPU per call when the sequence length changed from one batch to the next, as real
+    data does, while the GPU waited; flash first was 11 % faster there (docs/benchmarks.md).
     """
     import contextlib
 
