@@ -12,8 +12,6 @@ everything saved inside a layer is recomputed as usual.
 
 from __future__ import annotations
 
-import functools
-
 import torch
 from torch.utils.checkpoint import checkpoint
 
@@ -61,8 +59,10 @@ class AsyncOffload:
     def unpack(self, packed):
         if isinstance(packed, torch.Tensor):
             return packed
-        self._copy_in(packed)
         entry = self.saved[packed]
+        if entry is None:
+            raise RuntimeError("an offloaded checkpoint input was read twice; run the backward once per forward")
+        self._copy_in(packed)
         compute = torch.cuda.current_stream()
         compute.wait_event(entry.copied_in)
         tensor = entry.on_gpu
@@ -85,5 +85,5 @@ def enable_async_offload(model) -> bool:
         with torch.autograd.graph.saved_tensors_hooks(offload.pack, offload.unpack):
             return checkpoint(function, *args, use_reentrant=False, **kwargs)
 
-    model._set_gradient_checkpointing(enable=True, gradient_checkpointing_func=functools.partial(offloaded_checkpoint))
+    model._set_gradient_checkpointing(enable=True, gradient_checkpointing_func=offloaded_checkpoint)
     return True
