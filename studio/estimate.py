@@ -508,6 +508,13 @@ def plan_memory(memory_of, method: str, device) -> tuple[bool, bool]:
     return True, True
 
 
+def memory_setting_words(checkpointing: bool, offload: bool) -> str:
+    """How a run keeps its activations, in the words the Train tab and the run status use."""
+    if not checkpointing:
+        return "no gradient checkpointing"
+    return "gradient checkpointing" + (", saved inputs in CPU memory" if offload else "")
+
+
 def estimate_config(config, device=None, **options) -> Estimate:
     """estimate() for a TrainConfig (or dict) whose `model` names the base."""
     return estimate(ModelShape.for_model(_setting(config, "model", None)), config, device, **options)

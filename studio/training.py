@@ -20,6 +20,7 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from studio.config import DEFAULT_MAX_LENGTH, DEFAULT_MODEL, DEMO_MODEL
+from studio.estimate import memory_setting_words
 from studio.models import SDPA_BACKENDS, prefer_sdpa_backend
 from studio.runs import COMPLETED, FAILED, RUNNING, STOPPED, RunFolder
 
@@ -187,13 +188,13 @@ def prepare_data(config: TrainConfig, tokenizer) -> PreparedData:
     return PreparedData(examples[held_out:], examples[:held_out], report.rows, len(errors), truncated)
 
 
-def make_collator(tokenizer, packing: bool, batch_size: int = 2):
+def make_collator(tokenizer, packing: bool, one_row: bool = False):
     """Pad a batch (labels with -100), or pack it padding-free.
 
     Packing concatenates the batch into one row and restarts `position_ids` at each sequence; with no
     attention mask, the attention kernels keep every sequence to itself, so no token is spent on padding
-    and the loss is the same token mean as unpacked (a test checks this). One row a step has no padding,
-    so its all-ones mask is dropped: the model then skips building and checking a mask, which measured
+    and the loss is the same token mean as unpacked (a test checks this). With `one_row` (batch size 1)
+    there is no padding, so the all-ones mask is dropped: the model then skips building and checking a mask, which measured
     2.6 % of the step on the 7B (docs/benchmarks.md).
     """
     from transformers import DataCollatorForSeq2Seq, DataCollatorWithFlattening
@@ -203,7 +204,7 @@ def make_collator(tokenizer, packing: bool, batch_size: int = 2):
     if packing:
         return DataCollatorWithFlattening(return_position_ids=True)
     pad = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=IGNORE_INDEX)
-    if batch_size > 1:
+    if not one_row:
         return pad
 
     def one_row(features):
@@ -384,9 +385,8 @@ class TrainingJob:
         self.data_summary = {"rows_read": data.rows_read, "rows_left_out": data.rows_left_out,
                              "rows_truncated": data.rows_truncated, "train_rows": len(data.train),
                              "eval_rows": len(data.eval)}
-        memory = ("no gradient checkpointing" if not checkpointing else
-                  "gradient checkpointing" + (", saved inputs in CPU memory" if offload else ""))
-        self._set_status(RUNNING, message=f"Loading {config.model} on {device.describe()} ({memory})",
+        self._set_status(RUNNING, message=f"Loading {config.model} on {device.describe()} "
+                                          f"({memory_setting_words(checkpointing, offload)})",
                          data=self.data_summary,
                          device=device.describe(), gradient_checkpointing=checkpointing, offload_checkpoints=offload)
         model = load_base_for_training(config.model, config.method, device, checkpointing,
@@ -399,7 +399,7 @@ class TrainingJob:
             from studio.fastlora import enable_fused_lora
 
             enable_fused_lora(model)
-        collator = make_collator(tokenizer, config.packing, config.batch_size)
+        collator = make_collator(tokenizer, config.packing, one_row=config.batch_size == 1)
         save_steps = config.save_steps if config.save_steps > 0 else None
         arguments = TrainingArguments(
             output_dir=str(self.folder.path),

@@ -42,11 +42,11 @@ def test_one_row_batches_drop_the_all_ones_mask_with_the_same_loss(demo_tokenize
 
     model = AutoModelForCausalLM.from_pretrained(resolve_model("demo"), attn_implementation="sdpa")
     row = [dict(batch[0])]
-    one = make_collator(demo_tokenizer, packing=False, batch_size=1)([dict(r) for r in row])
-    masked = make_collator(demo_tokenizer, packing=False, batch_size=2)([dict(r) for r in row])
+    one = make_collator(demo_tokenizer, packing=False, one_row=True)([dict(r) for r in row])
+    masked = make_collator(demo_tokenizer, packing=False)([dict(r) for r in row])
     assert "attention_mask" not in one and masked["attention_mask"].all()
     assert loss_of(model, one) == loss_of(model, masked)
-    two = make_collator(demo_tokenizer, packing=False, batch_size=2)([dict(r) for r in batch[:2]])
+    two = make_collator(demo_tokenizer, packing=False)([dict(r) for r in batch[:2]])
     assert "attention_mask" in two  # rows of different lengths: padded, so the mask stays
 
 
