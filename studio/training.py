@@ -8,6 +8,7 @@ graceful at the next step and saves the adapter; a failure is written down with 
 from __future__ import annotations
 
 import collections
+import functools
 import importlib.util
 import math
 import random
@@ -373,7 +374,7 @@ class TrainingJob:
 
     def _build_trainer(self):
         from peft import LoraConfig, get_peft_model
-        from transformers import PrinterCallback, Trainer, TrainingArguments
+        from transformers import PrinterCallback, TrainingArguments
 
         from studio.models import ALL_LINEAR, ATTENTION_ONLY, detect_device, load_base_for_training, load_tokenizer
 
@@ -425,13 +426,57 @@ class TrainingJob:
             include_num_input_tokens_seen="all" if config.packing or config.batch_size == 1 else "non_padding",
             remove_unused_columns=False,  # checkpointing is set up on the model itself (models.py)
             use_liger_kernel=config.liger,
+            # The Trainer's NaN filter reads the loss back after every backward: a sync that leaves the GPU
+            # idle while the host does the step's bookkeeping. MetricsCallback stops a non-finite loss itself.
+            logging_nan_inf_filter=False,
         )
-        trainer = Trainer(model=model, args=arguments, train_dataset=data.train,
+        trainer = StudioTrainer(model=model, args=arguments, train_dataset=data.train,
                           eval_dataset=data.eval or None, data_collator=collator,
                           callbacks=[MetricsCallback(self), *self.extra_callbacks])
         if not self.show_progress_bar:
             trainer.remove_callback(PrinterCallback)  # metrics go to the store, not to stdout
         return trainer
+
+
+@functools.cache  # one class, built on first use so that importing this module stays light
+def _studio_trainer_class():
+    from transformers import Trainer
+
+    class StudioTrainer(Trainer):
+        """The Trainer with two host-side costs of each step taken out.
+
+        - Its FLOP count for the logs walks every parameter of the model on each micro-batch (≈ 3 ms for the
+          7B with its LoRA layers on a laptop-class CPU); the count is taken once here.
+        - Its token count moves the count to the GPU and reads it back right after the backward is queued: a
+          sync that leaves the GPU idle while the host then clips, steps and logs. One process reads the
+          count from the batch still on the host instead. (A private hook of transformers, pinned in
+          requirements.txt; with several processes the Trainer's own count, which adds up all ranks, runs.)
+        """
+
+        _parameter_count: int | None = None
+
+        def floating_point_ops(self, inputs) -> int:
+            main_input = getattr(self.model, "main_input_name", "input_ids")
+            if main_input not in inputs or not hasattr(self.model, "num_parameters"):
+                return 0
+            if self._parameter_count is None:
+                self._parameter_count = self.model.num_parameters(exclude_embeddings=True)
+            return 6 * inputs[main_input].numel() * self._parameter_count
+
+        def _track_num_input_tokens(self, inputs):
+            ids = inputs.get("input_ids")
+            mode = self.args.include_num_input_tokens_seen
+            if self.args.world_size > 1 or ids is None or ids.is_cuda or mode not in ("all", "non_padding"):
+                return super()._track_num_input_tokens(inputs)
+            mask = inputs.get("attention_mask")
+            count = int(mask.sum()) if mode == "non_padding" and mask is not None else ids.numel()
+            self.state.num_input_tokens_seen += count
+
+    return StudioTrainer
+
+
+def StudioTrainer(**kwargs):
+    return _studio_trainer_class()(**kwargs)
 
 
 class MetricsCallback(TrainerCallback):

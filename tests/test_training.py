@@ -237,3 +237,22 @@ def test_cli_checkpointing_flag_is_recorded(tmp_path):
     assert (config["gradient_checkpointing"], config["offload_checkpoints"]) == (True, True)
     status = json.loads((out / "status.json").read_text())
     assert status["gradient_checkpointing"] is True and status["offload_checkpoints"] is False  # CPU: nothing to move
+
+
+@pytest.mark.parametrize("batch_size", [1, 4])
+def test_token_count_read_on_the_host_matches_the_trainers_own(tmp_path, monkeypatch, batch_size):
+    from transformers import Trainer
+
+    from studio import training
+
+    def tokens_seen(name):
+        config = default_config(DEMO_TRAIN, str(tmp_path / name), max_steps=3, batch_size=batch_size)
+        job = TrainingJob(config)
+        assert job.run()["state"] == COMPLETED
+        return job.metrics()[-1]["tokens_seen"]
+
+    ours = tokens_seen("host")
+    monkeypatch.setattr(training._studio_trainer_class(), "_track_num_input_tokens",
+                        Trainer._track_num_input_tokens, raising=True)
+    assert ours == tokens_seen("trainer") > 0
+    assert training._studio_trainer_class()._track_num_input_tokens is Trainer._track_num_input_tokens
