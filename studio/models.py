@@ -132,7 +132,8 @@ def attention_backend(device: Device) -> str:
     return "sdpa"
 
 
-SDPA_BACKENDS = ("flash", "cudnn", "efficient", "auto")
+# varlen: packed batches through studio.attention (flash attention per sequence), the rest as flash.
+SDPA_BACKENDS = ("flash", "cudnn", "efficient", "auto", "varlen")
 
 
 def prefer_sdpa_backend(name: str):
@@ -152,22 +153,28 @@ def prefer_sdpa_backend(name: str):
 
     order = {"flash": SDPBackend.FLASH_ATTENTION, "cudnn": SDPBackend.CUDNN_ATTENTION,
              "efficient": SDPBackend.EFFICIENT_ATTENTION}
-    first = order.pop(name)
+    first = order.pop("flash" if name == "varlen" else name)
     return sdpa_kernel([first, *order.values(), SDPBackend.MATH], set_priority=True)
 
 
 def load_base_for_training(name: str, method: str, device: Device, gradient_checkpointing: bool, *,
-                           offload: bool = False, upcast: bool = True):
+                           offload: bool = False, upcast: bool = True, attention: str = "flash"):
     """The base model ready for LoRA: bf16 on a GPU that has it, fp32 on CPU; 4-bit NF4 for QLoRA.
 
     offload: keep the checkpointed activations in pinned CPU memory, copied on a side stream (studio.offload).
     upcast: for QLoRA, PEFT's k-bit preparation, which casts norms, embeddings and the head to fp32.
+    attention: "varlen" runs packed batches through studio.attention unless flash-attn 2 is installed (which
+    already attends per sequence).
     """
     import torch
     from transformers import AutoModelForCausalLM
 
     target = resolve_model(name)
     kwargs = {"attn_implementation": attention_backend(device)}
+    if attention == "varlen" and kwargs["attn_implementation"] == "sdpa":
+        from studio.attention import register
+
+        kwargs["attn_implementation"] = register()
     if method == "qlora":
         if device.kind != "cuda":
             raise UnsupportedSetup(

@@ -66,7 +66,9 @@ class TrainConfig:
     # QLoRA: PEFT's k-bit preparation (fp32 norms, embeddings and head). Off: measured on the 7B at 4096
     # tokens it costs 3.1 GiB and is not faster (docs/benchmarks.md); norms stay bf16 like the rest.
     qlora_upcast: bool = False
-    attention: str = "flash"  # the SDPA backend preferred on a GPU: flash | cudnn | efficient | auto
+    # The SDPA backend preferred on a GPU: flash | cudnn | efficient | auto; varlen: packed batches attend per
+    # sequence (studio.attention; not yet measured), the rest as flash.
+    attention: str = "flash"
     report_to: list[str] = field(default_factory=list)  # tensorboard | wandb | trackio, when installed
 
     @property
@@ -189,21 +191,22 @@ def prepare_data(config: TrainConfig, tokenizer) -> PreparedData:
     return PreparedData(examples[held_out:], examples[:held_out], report.rows, len(errors), truncated)
 
 
-def make_collator(tokenizer, packing: bool, one_row: bool = False):
+def make_collator(tokenizer, packing: bool, one_row: bool = False, sequence_offsets: bool = False):
     """Pad a batch (labels with -100), or pack it padding-free.
 
     Packing concatenates the batch into one row and restarts `position_ids` at each sequence; with no
     attention mask, the attention kernels keep every sequence to itself, so no token is spent on padding
     and the loss is the same token mean as unpacked (a test checks this). With `one_row` (batch size 1)
     there is no padding, so the all-ones mask is dropped: the model then skips building and checking a mask, which measured
-    2.6 % of the step on the 7B (docs/benchmarks.md).
+    2.6 % of the step on the 7B (docs/benchmarks.md). `sequence_offsets` adds each packed sequence's
+    offsets, which varlen attention (studio.attention) reads.
     """
     from transformers import DataCollatorForSeq2Seq, DataCollatorWithFlattening
 
     from studio.template import IGNORE_INDEX
 
     if packing:
-        return DataCollatorWithFlattening(return_position_ids=True)
+        return DataCollatorWithFlattening(return_position_ids=True, return_flash_attn_kwargs=sequence_offsets)
     pad = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=IGNORE_INDEX)
     if not one_row:
         return pad
@@ -391,7 +394,7 @@ class TrainingJob:
                          data=self.data_summary,
                          device=device.describe(), gradient_checkpointing=checkpointing, offload_checkpoints=offload)
         model = load_base_for_training(config.model, config.method, device, checkpointing,
-                                       offload=offload, upcast=config.qlora_upcast)
+                                       offload=offload, upcast=config.qlora_upcast, attention=config.attention)
         lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
                           target_modules=ALL_LINEAR if config.target_modules == "all-linear" else ATTENTION_ONLY,
                           bias="none", task_type="CAUSAL_LM")
@@ -400,7 +403,8 @@ class TrainingJob:
             from studio.fastlora import enable_fused_lora
 
             enable_fused_lora(model)
-        collator = make_collator(tokenizer, config.packing, one_row=config.batch_size == 1)
+        collator = make_collator(tokenizer, config.packing, one_row=config.batch_size == 1,
+                                 sequence_offsets=config.attention == "varlen")
         save_steps = config.save_steps if config.save_steps > 0 else None
         arguments = TrainingArguments(
             output_dir=str(self.folder.path),

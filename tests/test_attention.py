@@ -1,0 +1,93 @@
+"""Varlen attention for packed batches: the plumbing on CPU (with a reference kernel), the kernel on a GPU."""
+
+import pytest
+import torch
+
+from studio import attention
+from studio.config import SAMPLES_DIR
+from studio.training import default_config, make_collator, prepare_data
+
+
+def per_sequence_attention(query, key, value, cu_seq_lens, max_length, scaling):
+    """What varlen attention computes, one sequence at a time with SDPA: the reference."""
+    outputs = []
+    for start, end in zip(cu_seq_lens[:-1].tolist(), cu_seq_lens[1:].tolist()):
+        q, k, v = (t[start:end].transpose(0, 1) for t in (query, key, value))
+        out = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scaling, enable_gqa=True)
+        outputs.append(out.transpose(0, 1))
+    return torch.cat(outputs)
+
+
+@pytest.fixture(scope="module")
+def rows(demo_tokenizer):
+    config = default_config(str(SAMPLES_DIR / "demo-train.jsonl"), "unused", max_length=256)
+    return prepare_data(config, demo_tokenizer).train[:5]
+
+
+def lora_model(implementation, device="cpu"):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from studio.fastlora import enable_fused_lora
+    from studio.models import resolve_model
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(resolve_model("demo"), attn_implementation=implementation)
+    model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules="all-linear", task_type="CAUSAL_LM"))
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_(0, 0.05)
+    enable_fused_lora(model)
+    return model.to(device).train()
+
+
+def loss_and_grads(model, batch):
+    model.zero_grad(set_to_none=True)
+    loss = model(**batch, use_cache=False).loss
+    loss.backward()
+    return loss.item(), {name: p.grad for name, p in model.named_parameters() if p.requires_grad}
+
+
+def packed(demo_tokenizer, rows, device="cpu"):
+    batch = make_collator(demo_tokenizer, packing=True, sequence_offsets=True)([dict(row) for row in rows])
+    assert batch["cu_seq_lens_q"].numel() == len(rows) + 1
+    return {key: value.to(device) if torch.is_tensor(value) else value for key, value in batch.items()}
+
+
+def test_packed_batches_go_through_varlen_with_the_masked_loss_and_gradients(demo_tokenizer, rows, monkeypatch):
+    calls = []
+
+    def reference(*args):
+        calls.append(args[3].tolist())
+        return per_sequence_attention(*args)
+
+    monkeypatch.setattr(attention, "kernel_available", lambda query: True)  # CPU: stand in for the kernel
+    monkeypatch.setattr(attention, "packed_attention", reference)
+    batch = packed(demo_tokenizer, rows)
+    want_loss, want = loss_and_grads(lora_model("sdpa"), batch)  # SDPA: the block-diagonal mask
+    got_loss, got = loss_and_grads(lora_model(attention.register()), batch)
+    assert len(calls) >= 4 and calls[0] == batch["cu_seq_lens_q"].tolist()  # one call per layer at least
+    assert got_loss == pytest.approx(want_loss, rel=1e-5)
+    for name, grad in want.items():
+        torch.testing.assert_close(got[name], grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_without_offsets_or_a_gpu_it_is_plain_sdpa(demo_tokenizer, rows):
+    batch = packed(demo_tokenizer, rows)
+    want_loss, _ = loss_and_grads(lora_model("sdpa"), batch)
+    got_loss, _ = loss_and_grads(lora_model(attention.register()), batch)  # CPU: the SDPA fallback
+    assert got_loss == pytest.approx(want_loss, rel=1e-6)
+    assert not attention.kernel_available(batch["input_ids"].float())  # a CPU tensor: no flash kernel
+
+
+@pytest.mark.gpu
+def test_the_varlen_kernel_matches_the_masked_path_on_a_gpu(demo_tokenizer, rows):
+    batch = packed(demo_tokenizer, rows, device="cuda")
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        want_loss, want = loss_and_grads(lora_model("sdpa", "cuda"), batch)
+        got_loss, got = loss_and_grads(lora_model(attention.register(), "cuda"), batch)
+    assert got_loss == pytest.approx(want_loss, rel=1e-2)
+    for name, grad in want.items():
+        cosine = torch.nn.functional.cosine_similarity(got[name].flatten().float(), grad.flatten().float(), dim=0)
+        assert cosine > 0.99, name
