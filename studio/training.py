@@ -7,10 +7,7 @@ graceful at the next step and saves the adapter; a failure is written down with 
 
 from __future__ import annotations
 
-import collections
-import functools
 import importlib.util
-import math
 import random
 import threading
 import time
@@ -18,12 +15,11 @@ import traceback
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from transformers import TrainerCallback
-
 from studio.config import DEFAULT_MAX_LENGTH, DEFAULT_MODEL, DEMO_MODEL
 from studio.estimate import memory_setting_words
 from studio.models import SDPA_BACKENDS, prefer_sdpa_backend
 from studio.runs import COMPLETED, FAILED, RUNNING, STOPPED, RunFolder
+from studio.trainer import MetricsCallback, NonFiniteLoss, StudioTrainer
 
 # One training run at a time in this process, whoever asks (every browser session shares the GPU).
 _ONE_RUN = threading.Lock()
@@ -265,10 +261,6 @@ def explain_failure(error: BaseException, config: TrainConfig) -> tuple[str, str
     return text, "See the traceback in status.json; if it persists, try the defaults of the preset."
 
 
-class NonFiniteLoss(RuntimeError):
-    pass
-
-
 # --------------------------------------------------------------------------------------------------
 # The job
 
@@ -440,99 +432,3 @@ class TrainingJob:
         if not self.show_progress_bar:
             trainer.remove_callback(PrinterCallback)  # metrics go to the store, not to stdout
         return trainer
-
-
-@functools.cache  # one class, built on first use so that importing this module stays light
-def _studio_trainer_class():
-    from transformers import Trainer
-
-    class StudioTrainer(Trainer):
-        """The Trainer with two host-side costs of each step taken out.
-
-        - Its FLOP count for the logs walks every parameter of the model on each micro-batch (≈ 3 ms for the
-          7B with its LoRA layers on a laptop-class CPU); the count is taken once here.
-        - Its token count moves the count to the GPU and reads it back right after the backward is queued: a
-          sync that leaves the GPU idle while the host then clips, steps and logs. One process reads the
-          count from the batch still on the host instead. (A private hook of transformers, pinned in
-          requirements.txt; with several processes the Trainer's own count, which adds up all ranks, runs.)
-        """
-
-        _parameter_count: int | None = None
-
-        def floating_point_ops(self, inputs) -> int:
-            main_input = getattr(self.model, "main_input_name", "input_ids")
-            if main_input not in inputs or not hasattr(self.model, "num_parameters"):
-                return 0
-            if self._parameter_count is None:
-                self._parameter_count = self.model.num_parameters(exclude_embeddings=True)
-            return 6 * inputs[main_input].numel() * self._parameter_count
-
-        def _track_num_input_tokens(self, inputs):
-            ids = inputs.get("input_ids")
-            mode = self.args.include_num_input_tokens_seen
-            if self.args.world_size > 1 or ids is None or ids.is_cuda or mode not in ("all", "non_padding"):
-                return super()._track_num_input_tokens(inputs)
-            mask = inputs.get("attention_mask")
-            count = int(mask.sum()) if mode == "non_padding" and mask is not None else ids.numel()
-            self.state.num_input_tokens_seen += count
-
-    return StudioTrainer
-
-
-def StudioTrainer(**kwargs):
-    return _studio_trainer_class()(**kwargs)
-
-
-class MetricsCallback(TrainerCallback):
-    """Metrics into the job's store, stop at the next step, catch a NaN loss."""
-
-    def __init__(self, job: TrainingJob):
-        self.job = job
-        self.last_time = self.last_tokens = self.start_time = None
-        self.start_step = 0
-        self.window: collections.deque = collections.deque(maxlen=6)
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        self.start_time = self.last_time = time.time()
-        self.start_step = state.global_step
-        self.last_tokens = state.num_input_tokens_seen
-        self.job._set_status(RUNNING, step=state.global_step, max_steps=state.max_steps)
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if self.job.stop_requested:
-            control.should_training_stop = True
-            control.should_save = True  # a checkpoint to resume from
-        return control
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        import torch
-
-        logs = dict(logs or {})
-        now = time.time()
-        row = {"step": state.global_step, "epoch": round(state.epoch or 0, 4), "time": now,
-               "tokens_seen": int(state.num_input_tokens_seen)}
-        for key in ("loss", "eval_loss", "learning_rate", "grad_norm"):
-            if key in logs:
-                row[key] = float(logs[key])
-        if "loss" in row:
-            if not math.isfinite(row["loss"]):
-                self.job._failure = NonFiniteLoss(f"The loss became {row['loss']} at step {state.global_step}.")
-                control.should_training_stop = True
-            # Over the last few steps: one step alone swings with its rows' lengths.
-            self.window.append((now, state.num_input_tokens_seen))
-            (first_time, first_tokens), (last_time, last_tokens) = self.window[0], self.window[-1]
-            if len(self.window) == 1:
-                first_time, first_tokens = self.last_time, self.last_tokens
-            row["tokens_per_s"] = round((last_tokens - first_tokens) / max(last_time - first_time, 1e-9), 1)
-        elapsed = now - self.start_time
-        done = state.global_step - self.start_step
-        row["elapsed_s"] = round(elapsed, 1)
-        row["eta_s"] = round(elapsed / done * (state.max_steps - state.global_step), 1) if done else None
-        if torch.cuda.is_available():
-            row["gpu_mem_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
-        if "loss" in row or "eval_loss" in row:
-            self.job.record_metrics(row)
-        # The message set when training began ("Training", or "… resumed from checkpoint-N") stays.
-        self.job._set_status(RUNNING, step=state.global_step, max_steps=state.max_steps, eta_s=row["eta_s"],
-                             message=self.job.status.get("message"))
-        return control

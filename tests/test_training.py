@@ -112,16 +112,16 @@ def test_injected_out_of_memory_is_reported_with_cause_and_fix(tmp_path, monkeyp
 
 
 def test_nan_loss_fails_the_run(tmp_path, monkeypatch):
-    import studio.training
+    import studio.trainer
 
-    original = studio.training.MetricsCallback.on_log
+    original = studio.trainer.MetricsCallback.on_log
 
     def poisoned(self, args, state, control, logs=None, **kwargs):
         if logs and "loss" in logs and state.global_step == 2:
             logs = {**logs, "loss": float("nan")}
         return original(self, args, state, control, logs=logs, **kwargs)
 
-    monkeypatch.setattr(studio.training.MetricsCallback, "on_log", poisoned)
+    monkeypatch.setattr(studio.trainer.MetricsCallback, "on_log", poisoned)
     status = TrainingJob(config_for(tmp_path / "nan")).run()
     assert status["state"] == FAILED and "nan" in status["cause"].lower() and "learning rate" in status["fix"]
 
@@ -243,7 +243,7 @@ def test_cli_checkpointing_flag_is_recorded(tmp_path):
 def test_token_count_read_on_the_host_matches_the_trainers_own(tmp_path, monkeypatch, batch_size):
     from transformers import Trainer
 
-    from studio import training
+    from studio import trainer
 
     def tokens_seen(name):
         config = default_config(DEMO_TRAIN, str(tmp_path / name), max_steps=3, batch_size=batch_size)
@@ -252,7 +252,7 @@ def test_token_count_read_on_the_host_matches_the_trainers_own(tmp_path, monkeyp
         return job.metrics()[-1]["tokens_seen"]
 
     ours = tokens_seen("host")
-    monkeypatch.setattr(training._studio_trainer_class(), "_track_num_input_tokens",
+    monkeypatch.setattr(trainer._studio_trainer_class(), "_track_num_input_tokens",
                         Trainer._track_num_input_tokens, raising=True)
     assert ours == tokens_seen("trainer") > 0
-    assert training._studio_trainer_class()._track_num_input_tokens is Trainer._track_num_input_tokens
+    assert trainer._studio_trainer_class()._track_num_input_tokens is Trainer._track_num_input_tokens
