@@ -99,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--offload", action="store_true", help="checkpointed activations in pinned CPU memory")
     bench.add_argument("--no-fused-lora", dest="fused_lora", action="store_false",
                        help="PEFT's own LoRA forward instead of the fused one")
+    bench.add_argument("--fused-mlp", action="store_true", help="the MLP as one function (studio.fastmlp)")
     bench.add_argument("--qlora-upcast", action="store_true",
                        help="QLoRA with PEFT's k-bit preparation (fp32 norms, embeddings and head)")
     bench.add_argument("--attention", choices=["flash", "cudnn", "efficient", "auto", "varlen"], default="flash",
@@ -260,7 +261,8 @@ def run_bench_command(args) -> int:
                            seq=args.seq, batch_size=args.batch_size, lora_r=args.lora_r, lora_alpha=args.lora_r,
                            packing=args.packing, liger=args.liger,
                            gradient_checkpointing={"auto": None, "on": True, "off": False}[args.checkpointing],
-                           offload=args.offload, fused_lora=args.fused_lora, qlora_upcast=args.qlora_upcast,
+                           offload=args.offload, fused_lora=args.fused_lora, fused_mlp=args.fused_mlp,
+                           qlora_upcast=args.qlora_upcast,
                            attention=args.attention, profile_dir=args.profile)
     except (ValueError, RuntimeError) as error:
         return _fail(args, str(error), EXIT_ROW_ERRORS)

@@ -59,3 +59,17 @@ def test_studio_bench_on_the_gpu_reports_memory_and_the_ceiling(tmp_path):
     result = run_bench(model="demo", steps=3, seq=256, liger=False, out_dir=str(tmp_path))
     assert result.peak_gib and result.peak_gib > 0
     assert result.tokens_per_s > 0
+
+
+def test_fused_mlp_with_liger_kernels_on_cuda_matches_the_model(ids):
+    from studio.fastmlp import enable_fused_mlp
+
+    model = lora_model().cuda()
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        reference_loss, reference = loss_and_grads(model, ids)
+        enable_fused_mlp(model)
+        fused_loss, fused = loss_and_grads(model, ids)
+    assert fused_loss == pytest.approx(reference_loss, rel=2e-3)
+    for name, grad in reference.items():
+        cosine = torch.nn.functional.cosine_similarity(fused[name].flatten(), grad.flatten(), dim=0)
+        assert cosine > 0.99, name

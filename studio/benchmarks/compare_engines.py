@@ -34,6 +34,8 @@ CONFIGS = {
     "studio-lora-auto": ("studio", ["--method", "lora", "--data", "fixed", "--liger", "--attention", "auto"]),
     "studio-lora-cudnn": ("studio", ["--method", "lora", "--data", "fixed", "--liger", "--attention", "cudnn"]),
     "studio-lora-offload": ("studio", ["--method", "lora", "--data", "fixed", "--liger", "--offload"]),
+    "studio-lora-fusedmlp": ("studio", ["--method", "lora", "--data", "fixed", "--liger", "--fused-mlp"]),
+    "studio-qlora-fusedmlp": ("studio", ["--method", "qlora", "--data", "fixed", "--liger", "--fused-mlp"]),
     "studio-lora-nockpt": ("studio", ["--method", "lora", "--data", "fixed", "--liger", "--checkpointing", "off"]),
     "studio-qlora": ("studio", ["--method", "qlora", "--data", "fixed", "--liger"]),
     "studio-qlora-upcast": ("studio", ["--method", "qlora", "--data", "fixed", "--liger", "--qlora-upcast"]),
