@@ -80,10 +80,11 @@ def test_engine_comparison_runs_configs_on_separate_gpus_and_keeps_failed_logs(t
 
     script = ("import json, os, sys, time; name = sys.argv[1]; time.sleep(0.3)\n"
               "if name == 'seed': sys.exit('boom')\n"
-              "print('RESULT ' + json.dumps({'tokens_per_s': 1.0, 'seen': os.environ.get('CUDA_VISIBLE_DEVICES')}))")
+              "print('RESULT ' + json.dumps({'tokens_per_s': 1.0, 'seen': os.environ.get('CUDA_VISIBLE_DEVICES'),\n"
+              "                               'alloc': os.environ.get('PYTORCH_CUDA_ALLOC_CONF')}))")
     monkeypatch.setattr(compare_engines, "command_for",
                         lambda name, model_dir, steps: ("studio", [sys.executable, "-c", script, name]))
-    names = ["studio-lora", "seed", "hf-lora", "studio-qlora"]
+    names = ["studio-lora", "seed", "hf-lora", "studio-qlora", "studio-lora-vary-expandable"]
     assert compare_engines.main(["unused", str(tmp_path), "--gpus", "2", "--only", *names]) == 0
     rows = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
     by_name = {row["config"]: row for row in rows}
@@ -93,4 +94,6 @@ def test_engine_comparison_runs_configs_on_separate_gpus_and_keeps_failed_logs(t
     assert by_name["seed"]["status"] == "failed" and (tmp_path / "seed.log").exists()
     assert not (tmp_path / "hf-lora.log").exists()  # successful runs keep no log
     table = capsys.readouterr().out.split("| config |")[1]
-    assert [line.split("|")[1].strip() for line in table.splitlines()[2:6]] == names  # the order asked
+    assert [line.split("|")[1].strip() for line in table.splitlines()[2:7]] == names  # the order asked
+    assert by_name["studio-lora-vary-expandable"]["alloc"] == "expandable_segments:True"  # its own environment
+    assert by_name["hf-lora"]["alloc"] is None

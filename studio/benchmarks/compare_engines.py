@@ -43,6 +43,10 @@ CONFIGS = {
     # Lengths a little under 4096 that change every step: what shape changes cost (compare with studio-lora).
     "studio-lora-vary": ("studio", ["--method", "lora", "--data", "vary", "--liger"]),
     "studio-lora-vary-auto": ("studio", ["--method", "lora", "--data", "vary", "--liger", "--attention", "auto"]),
+    # The same with PyTorch's allocator growing segments in place (new tensor sizes every step otherwise need
+    # new blocks): a third element sets environment variables for that config's process.
+    "studio-lora-vary-expandable": ("studio", ["--method", "lora", "--data", "vary", "--liger"],
+                                    {"PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True"}),
     "studio-lora-mix": ("studio", ["--method", "lora", "--data", "mix", "--packing", "--batch-size", "4", "--liger"]),
     "studio-lora-mix-auto": ("studio", ["--method", "lora", "--data", "mix", "--packing", "--batch-size", "4",
                                         "--liger", "--attention", "auto"]),
@@ -69,7 +73,7 @@ DEFAULT_CONFIGS = ["studio-lora", "studio-lora-offload", "studio-lora-plain", "s
 
 
 def command_for(name: str, model_dir: str, steps: int) -> tuple[str, list[str]]:
-    kind, arguments = CONFIGS[name]
+    kind, arguments = CONFIGS[name][:2]
     if kind == "studio":
         return kind, [sys.executable, "-m", "studio", "bench", "--model", model_dir, "--name", name, "--steps",
                       str(steps), "--json", *arguments]
@@ -112,7 +116,7 @@ def correctness_guard(results: list[dict]) -> dict | None:
 def run_config(name: str, args, gpu: str | None) -> dict:
     """One config in its own process (on one GPU when `gpu` is set); its log is kept only if it failed."""
     kind, command = command_for(name, args.model_dir, args.steps)
-    env = dict(os.environ)
+    env = dict(os.environ, **(CONFIGS[name][2] if len(CONFIGS[name]) > 2 else {}))
     if kind == "unsloth":
         env["PYTHONPATH"] = os.pathsep.join([args.unsloth_path, os.getcwd()])
     if gpu is not None:
