@@ -19,7 +19,7 @@ class NonFiniteLoss(RuntimeError):
     """The loss became NaN or infinite; the run stops with this as its cause."""
 
 
-@functools.cache  # one class, built on first use so that importing this module stays light
+@functools.cache  # one class, built on first use: importing this module does not import the Trainer
 def _studio_trainer_class():
     from transformers import Trainer
 
@@ -27,7 +27,7 @@ def _studio_trainer_class():
         """The Trainer with two host-side costs of each step taken out.
 
         - Its FLOP count for the logs walks every parameter of the model on each micro-batch (≈ 3 ms for the
-          7B with its LoRA layers on a laptop-class CPU); the count is taken once here.
+          7B with its LoRA layers on a 2-core CPU); the count is taken once here.
         - Its token count moves the count to the GPU and reads it back right after the backward is queued: a
           sync that leaves the GPU idle while the host then clips, steps and logs. One process reads the
           count from the batch still on the host instead. (A private hook of transformers, pinned in
