@@ -49,17 +49,21 @@ def test_fused_lora_matches_peft_loss_and_every_gradient(ids):
     assert loss_and_grads(model, ids)[0] == pytest.approx(reference_loss, rel=1e-6)
 
 
-def test_fused_lora_under_bf16_autocast_stays_within_bf16_rounding(ids):
-    model = lora_model()
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+def assert_bf16_fused_matches(model, ids, enable, device_type="cpu"):
+    """Under bf16 autocast, `enable(model)` leaves the loss and every gradient within bf16 rounding."""
+    with torch.autocast(device_type, dtype=torch.bfloat16):
         reference_loss, reference = loss_and_grads(model, ids)
-        enable_fused_lora(model)
+        enable(model)
         fused_loss, fused = loss_and_grads(model, ids)
     assert fused_loss == pytest.approx(reference_loss, rel=2e-3)
     for name, grad in reference.items():
         assert fused[name].dtype == torch.float32  # the fp32 adapter keeps fp32 gradients for the optimizer
         cosine = torch.nn.functional.cosine_similarity(fused[name].flatten(), grad.flatten(), dim=0)
         assert cosine > 0.99, name
+
+
+def test_fused_lora_under_bf16_autocast_stays_within_bf16_rounding(ids):
+    assert_bf16_fused_matches(lora_model(), ids, enable_fused_lora)
 
 
 def test_layers_it_cannot_serve_fall_back_to_peft(ids):

@@ -5,12 +5,7 @@ import torch
 
 from studio.fastlora import enable_fused_lora
 from studio.fastmlp import enable_fused_mlp, silu_mul, silu_mul_backward_
-from tests.test_fastlora import loss_and_grads, lora_model
-
-
-@pytest.fixture(scope="module")
-def ids():
-    return torch.randint(0, 500, (2, 48), generator=torch.Generator().manual_seed(1))
+from tests.test_fastlora import assert_bf16_fused_matches, ids, loss_and_grads, lora_model  # noqa: F401 (ids: fixture)
 
 
 def test_fused_mlp_matches_the_model_loss_and_every_gradient(ids):
@@ -25,16 +20,7 @@ def test_fused_mlp_matches_the_model_loss_and_every_gradient(ids):
 
 
 def test_fused_mlp_under_bf16_autocast(ids):
-    model = lora_model()
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        reference_loss, reference = loss_and_grads(model, ids)
-        enable_fused_mlp(model)
-        fused_loss, fused = loss_and_grads(model, ids)
-    assert fused_loss == pytest.approx(reference_loss, rel=2e-3)
-    for name, grad in reference.items():
-        assert fused[name].dtype == torch.float32
-        cosine = torch.nn.functional.cosine_similarity(fused[name].flatten(), grad.flatten(), dim=0)
-        assert cosine > 0.99, name
+    assert_bf16_fused_matches(lora_model(), ids, enable_fused_mlp)
 
 
 def test_an_mlp_it_cannot_serve_runs_its_own_forward(ids):

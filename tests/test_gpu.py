@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from tests.test_fastlora import loss_and_grads, lora_model
+from tests.test_fastlora import assert_bf16_fused_matches, loss_and_grads, lora_model
 
 pytestmark = pytest.mark.gpu
 
@@ -42,15 +42,7 @@ def test_async_offload_gives_the_same_loss_and_gradients(ids, monkeypatch):
 def test_fused_lora_on_cuda_bf16_matches_peft(ids):
     from studio.fastlora import enable_fused_lora
 
-    model = lora_model().cuda()
-    with torch.autocast("cuda", dtype=torch.bfloat16):
-        reference_loss, reference = loss_and_grads(model, ids)
-        enable_fused_lora(model)
-        fused_loss, fused = loss_and_grads(model, ids)
-    assert fused_loss == pytest.approx(reference_loss, rel=2e-3)
-    for name, grad in reference.items():
-        cosine = torch.nn.functional.cosine_similarity(fused[name].flatten(), grad.flatten(), dim=0)
-        assert cosine > 0.99, name
+    assert_bf16_fused_matches(lora_model().cuda(), ids, enable_fused_lora, "cuda")
 
 
 def test_studio_bench_on_the_gpu_reports_memory_and_the_ceiling(tmp_path):
@@ -64,12 +56,4 @@ def test_studio_bench_on_the_gpu_reports_memory_and_the_ceiling(tmp_path):
 def test_fused_mlp_with_liger_kernels_on_cuda_matches_the_model(ids):
     from studio.fastmlp import enable_fused_mlp
 
-    model = lora_model().cuda()
-    with torch.autocast("cuda", dtype=torch.bfloat16):
-        reference_loss, reference = loss_and_grads(model, ids)
-        enable_fused_mlp(model)
-        fused_loss, fused = loss_and_grads(model, ids)
-    assert fused_loss == pytest.approx(reference_loss, rel=2e-3)
-    for name, grad in reference.items():
-        cosine = torch.nn.functional.cosine_similarity(fused[name].flatten(), grad.flatten(), dim=0)
-        assert cosine > 0.99, name
+    assert_bf16_fused_matches(lora_model().cuda(), ids, enable_fused_mlp, "cuda")
