@@ -16,6 +16,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from transformers import TrainerCallback
+
 from studio.config import DEMO_MODEL, STUDIO_HOME
 
 RANDOM_PREFIX = "random:"
@@ -126,37 +128,34 @@ def run_bench(*, name: str = "studio", model: str | None = None, method: str = "
                        None if ceiling is None else round(ceiling, 3), losses[0], losses[-1], settings)
 
 
-class ProfileSteps:
-    """A Trainer callback that profiles two steps after warm-up: the top kernels and how busy the GPU was."""
+class ProfileSteps(TrainerCallback):
+    """Profiles two steps after warm-up into `folder` (see write_profile)."""
 
-    def __new__(cls, folder: Path):
-        from transformers import TrainerCallback
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.profiler = None
+        self.started = 0.0
 
-        class _Profile(TrainerCallback):
-            profiler = None
+    def on_step_begin(self, args, state, control, **kwargs):
+        import torch
 
-            def on_step_begin(self, args, state, control, **kwargs):
-                import torch
+        if state.global_step == WARMUP_STEPS and self.profiler is None:
+            activities = [torch.profiler.ProfilerActivity.CPU]
+            if torch.cuda.is_available():
+                activities.append(torch.profiler.ProfilerActivity.CUDA)
+            self.profiler = torch.profiler.profile(activities=activities)
+            self.profiler.__enter__()
+            self.started = time.time()
 
-                if state.global_step == WARMUP_STEPS and self.profiler is None:
-                    activities = [torch.profiler.ProfilerActivity.CPU]
-                    if torch.cuda.is_available():
-                        activities.append(torch.profiler.ProfilerActivity.CUDA)
-                    self.profiler = torch.profiler.profile(activities=activities)
-                    self.profiler.__enter__()
-                    self.started = time.time()
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.profiler is not None and state.global_step == WARMUP_STEPS + 2:
+            import torch
 
-            def on_step_end(self, args, state, control, **kwargs):
-                if self.profiler is not None and state.global_step == WARMUP_STEPS + 2:
-                    import torch
-
-                    if torch.cuda.is_available():
-                        torch.cuda.synchronize()
-                    wall = time.time() - self.started
-                    self.profiler.__exit__(None, None, None)
-                    write_profile(self.profiler, folder, wall)
-
-        return _Profile()
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            wall = time.time() - self.started
+            self.profiler.__exit__(None, None, None)
+            write_profile(self.profiler, self.folder, wall)
 
 
 def write_profile(profiler, folder: Path, wall_s: float) -> None:
