@@ -82,7 +82,7 @@ BADGE_STYLES = {"fits": ("✅", "fits on your device"), "tight": ("⚠️", "tig
 
 def estimate_markdown(config) -> str:
     """The memory/time estimate as a badge line plus the breakdown, for the settings as they stand."""
-    from studio.estimate import estimate_config, memory_setting_words
+    from studio.estimate import STATED_ERROR, estimate_config, memory_setting_words
 
     try:
         estimate = estimate_config(config)
@@ -93,7 +93,4 @@ def estimate_markdown(config) -> str:
     detail = " · ".join(f"{name.replace('_', ' ')} {value:.1f}" for name, value in parts.items() if value >= 0.05)
     memory = memory_setting_words(estimate.gradient_checkpointing, estimate.offload_checkpoints)
     return (f"**{icon} {words}** — {estimate.summary()}\n\n"
-            f"<small>GiB: {detail} · on {estimate.device}, {memory}. Measured error on an H200: memory within "
-            f"+2.3 %, speed ±6 % (LoRA) and ±12 % (QLoRA) for rows of max_length (rows of varying length ran up to "
-            f"25 % slower); "
-            f"docs/estimate.md.</small>")
+            f"<small>GiB: {detail} · on {estimate.device}, {memory}. {STATED_ERROR}</small>")
