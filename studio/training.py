@@ -227,16 +227,13 @@ def memory_settings(config: TrainConfig, device) -> tuple[bool, bool]:
     40 % faster — then checkpointing, then checkpointing with the saved inputs in CPU memory)."""
     if device.kind != "cuda":
         return bool(config.gradient_checkpointing), False  # CPU: activations are in system memory anyway
-    if config.gradient_checkpointing is False:
-        return False, False
-    if config.gradient_checkpointing and config.offload_checkpoints is not None:
-        return True, config.offload_checkpoints
     from studio.estimate import estimate_config
 
     try:
-        planned = estimate_config(config, device)
+        planned = estimate_config(config, device)  # keeps the explicit settings, plans the `None` ones
     except ValueError:  # the shape is unknown without a download: the safe setting
-        return True, bool(config.offload_checkpoints)
+        checkpointing = config.gradient_checkpointing is not False
+        return checkpointing, checkpointing and bool(config.offload_checkpoints)
     return planned.gradient_checkpointing, planned.offload_checkpoints
 
 
