@@ -67,7 +67,11 @@ def test_offline_hub_model_is_refused_with_the_reason(client):
 
 
 def test_estimate_shows_a_badge(client):
-    assert "fits" in client.predict(api_name="/estimate")
+    from studio.estimate import STATED_ERROR
+
+    shown = client.predict(api_name="/estimate")
+    assert "fits" in shown
+    assert "no gradient checkpointing" in shown and STATED_ERROR in shown  # CPU: what auto chose, and the error
 
 
 def test_bad_dataset_is_a_message(client, tmp_path):
