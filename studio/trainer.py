@@ -56,7 +56,8 @@ def _studio_trainer_class():
     return StudioTrainer
 
 
-def StudioTrainer(**kwargs):
+def build_trainer(**kwargs):
+    """A StudioTrainer with the Trainer's own arguments."""
     return _studio_trainer_class()(**kwargs)
 
 

@@ -19,7 +19,7 @@ from studio.config import DEFAULT_MAX_LENGTH, DEFAULT_MODEL, DEMO_MODEL
 from studio.estimate import memory_setting_words
 from studio.models import SDPA_BACKENDS, prefer_sdpa_backend
 from studio.runs import COMPLETED, FAILED, RUNNING, STOPPED, RunFolder
-from studio.trainer import MetricsCallback, NonFiniteLoss, StudioTrainer
+from studio.trainer import MetricsCallback, NonFiniteLoss, build_trainer
 
 # One training run at a time in this process, whoever asks (every browser session shares the GPU).
 _ONE_RUN = threading.Lock()
@@ -424,9 +424,9 @@ class TrainingJob:
             # idle while the host does the step's bookkeeping. MetricsCallback stops a non-finite loss itself.
             logging_nan_inf_filter=False,
         )
-        trainer = StudioTrainer(model=model, args=arguments, train_dataset=data.train,
-                          eval_dataset=data.eval or None, data_collator=collator,
-                          callbacks=[MetricsCallback(self), *self.extra_callbacks])
+        trainer = build_trainer(model=model, args=arguments, train_dataset=data.train,
+                                eval_dataset=data.eval or None, data_collator=collator,
+                                callbacks=[MetricsCallback(self), *self.extra_callbacks])
         if config.fused_mlp:  # after the Trainer: Liger replaces the MLP's forward when it starts
             from studio.fastmlp import enable_fused_mlp
 
