@@ -17,6 +17,7 @@ import functools
 import inspect
 
 import torch
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 NAME = "studio_varlen"
 
@@ -61,8 +62,6 @@ def packed_attention(query, key, value, cu_seq_lens, max_length, scaling):
 
 def varlen_attention_forward(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
     """The transformers attention-function contract: (batch, heads, T, D) in, ((batch, T, heads, D), None) out."""
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
     cu_seq_lens = kwargs.get("cu_seq_lens_q")
     # Training packs queries and keys alike (no cache), so the key offsets are the query offsets.
     usable = cu_seq_lens is not None and query.shape[0] == 1 and dropout == 0.0 and kernel_available(query)

@@ -85,5 +85,7 @@ def enable_async_offload(model) -> bool:
         with torch.autograd.graph.saved_tensors_hooks(offload.pack, offload.unpack):
             return checkpoint(function, *args, use_reentrant=False, **kwargs)
 
+    # transformers' public activation_checkpointing_enable takes only torch.utils.checkpoint's arguments; the
+    # method it calls itself takes the checkpoint function (transformers is pinned in requirements.txt).
     model._set_gradient_checkpointing(enable=True, gradient_checkpointing_func=offloaded_checkpoint)
     return True
