@@ -77,7 +77,7 @@ def step_rates(metrics: list[dict]) -> list[float]:
 def run_bench(*, name: str = "studio", model: str | None = None, method: str = "lora", data: str = "fixed",
               steps: int = 10, seq: int = 4096, batch_size: int = 1, lora_r: int = 32, lora_alpha: int = 32,
               lora_dropout: float = 0.0, packing: bool = False, liger: bool = False,
-              gradient_checkpointing: bool | None = None, offload: bool = False, fused_lora: bool = True,
+              gradient_checkpointing: bool | None = None, offload: bool | None = None, fused_lora: bool = True,
               fused_mlp: bool = False,
               qlora_upcast: bool = False, attention: str = "flash", profile_dir: str | None = None,
               out_dir: str | None = None) -> BenchResult:

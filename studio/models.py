@@ -158,7 +158,7 @@ def prefer_sdpa_backend(name: str):
 
 
 def load_base_for_training(name: str, method: str, device: Device, gradient_checkpointing: bool, *,
-                           offload: bool = False, upcast: bool = True, attention: str = "flash"):
+                           offload: bool = False, upcast: bool = False, attention: str = "flash"):
     """The base model ready for LoRA: bf16 on a GPU that has it, fp32 on CPU; 4-bit NF4 for QLoRA.
 
     offload: keep the checkpointed activations in pinned CPU memory, copied on a side stream (studio.offload).
