@@ -230,11 +230,13 @@ def test_cli_checkpointing_flag_is_recorded(tmp_path):
 
     out = tmp_path / "offloaded"
     result = subprocess.run([sys.executable, "-m", "studio", "train", "--data", str(SAMPLES_DIR / "demo-train.jsonl"),
-                             "--output", str(out), "--max-steps", "2", "--checkpointing", "offload"],
+                             "--output", str(out), "--max-steps", "2", "--checkpointing", "offload",
+                             "--packing"],
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     config = json.loads((out / "config.json").read_text())
     assert (config["gradient_checkpointing"], config["offload_checkpoints"]) == (True, True)
+    assert config["packing"] is True
     status = json.loads((out / "status.json").read_text())
     assert status["gradient_checkpointing"] is True and status["offload_checkpoints"] is False  # CPU: nothing to move
 
