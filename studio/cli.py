@@ -11,7 +11,7 @@
         [--temperature T] [--json]
         the base and base + LoRA answers to one prompt; temperature 0 is greedy and deterministic.
     python -m studio bench [--model random:qwen2-7b|demo|PATH] [--method lora|qlora] [--data fixed|mix|vary]
-        [--steps N] [--seq N] [--batch-size N] [--packing] [--liger] [--checkpointing auto|on|off] [--offload]
+        [--steps N] [--seq N] [--batch-size N] [--packing] [--liger] [--checkpointing auto|on|offload|off]
         [--no-fused-lora] [--fused-mlp] [--qlora-upcast] [--attention …] [--profile DIR] [--json]
         tokens/s, peak memory and the share of the compute ceiling through the studio's training path.
 """
@@ -96,9 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--lora-r", type=int, default=32)
     bench.add_argument("--packing", action="store_true")
     bench.add_argument("--liger", action="store_true")
-    bench.add_argument("--checkpointing", choices=["auto", "on", "off"], default="auto")
-    bench.add_argument("--offload", action="store_true", default=None,
-                       help="checkpointed activations in pinned CPU memory (default: as auto decides)")
+    bench.add_argument("--checkpointing", choices=["auto", "on", "offload", "off"], default="auto",
+                       help="auto: what the training default picks for this GPU (no recompute when it fits); "
+                            "offload: checkpointing with the saved inputs in pinned CPU memory")
     bench.add_argument("--no-fused-lora", dest="fused_lora", action="store_false",
                        help="PEFT's own LoRA forward instead of the fused one")
     bench.add_argument("--fused-mlp", action="store_true", help="the MLP as one function (studio.fastmlp)")
@@ -263,7 +263,8 @@ def run_bench_command(args) -> int:
         result = run_bench(name=args.name, model=args.model, method=args.method, data=args.data, steps=args.steps,
                            seq=args.seq, batch_size=args.batch_size, lora_r=args.lora_r, lora_alpha=args.lora_r,
                            packing=args.packing, liger=args.liger,
-                           gradient_checkpointing=CHECKPOINTING[args.checkpointing][0], offload=args.offload,
+                           gradient_checkpointing=CHECKPOINTING[args.checkpointing][0],
+                           offload=CHECKPOINTING[args.checkpointing][1],
                            fused_lora=args.fused_lora, fused_mlp=args.fused_mlp, qlora_upcast=args.qlora_upcast,
                            attention=args.attention, profile_dir=args.profile)
     except (ValueError, RuntimeError) as error:

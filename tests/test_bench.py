@@ -15,16 +15,20 @@ def bench(*args):
                            *args], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600)
 
 
-@pytest.mark.parametrize("data", ["fixed", "mix", "vary"])
-def test_bench_reports_speed_and_losses_as_json(data):
+@pytest.mark.parametrize("data, checkpointing, recorded", [("fixed", "offload", (True, True)),
+                                                           ("mix", "auto", (None, None)),
+                                                           ("vary", "off", (False, False))])
+def test_bench_reports_speed_and_losses_as_json(data, checkpointing, recorded):
     extra = ["--packing", "--batch-size", "4"] if data == "mix" else []
-    result = bench("--data", data, "--json", *extra)
+    result = bench("--data", data, "--json", "--checkpointing", checkpointing, *extra)
     assert result.returncode == 0, result.stderr[-2000:]
     row = json.loads(result.stdout.strip().splitlines()[-1])
     assert row["data"] == data and row["method"] == "lora" and row["steps"] == 3
     assert row["tokens_per_s"] > 0 and row["first_loss"] > 0
     assert row["peak_gib"] is None and row["ceiling_fraction"] is None  # no GPU here
     assert row["settings"]["fused_lora"] is True and row["settings"]["packing"] == (data == "mix")
+    settings = row["settings"]
+    assert (settings["gradient_checkpointing"], settings["offload_checkpoints"]) == recorded
 
 
 def test_bench_table_and_profile(tmp_path):
