@@ -8,7 +8,8 @@ sequence offsets) computes each sequence's causal attention alone. transformers'
 flash-attn package (a CUDA build); this one needs only PyTorch.
 
 `studio_varlen` reads the offsets that `DataCollatorWithFlattening(return_flash_attn_kwargs=True)` puts in
-the batch; without them (unpacked batches, evaluation, CPU) it is plain SDPA with its usual mask.
+the batch; a training batch without a mask (rows of one length) is one sequence per row; everything else
+(padded batches, generation, CPU) is plain SDPA with its usual mask.
 """
 
 from __future__ import annotations
@@ -44,6 +45,17 @@ def kernel_available(query) -> bool:
     return query.is_cuda and _varlen_call() is not None
 
 
+def kernel_dtype(query) -> torch.dtype | None:
+    """The half-precision dtype the flash kernel runs in: the input's own, or autocast's for fp32 inputs (as SDPA
+    would under autocast); None when neither is half precision."""
+    if query.dtype in (torch.float16, torch.bfloat16):
+        return query.dtype
+    if torch.is_autocast_enabled(query.device.type):
+        dtype = torch.get_autocast_dtype(query.device.type)
+        return dtype if dtype in (torch.float16, torch.bfloat16) else None
+    return None
+
+
 def packed_attention(query, key, value, cu_seq_lens, max_length, scaling):
     """Causal attention of each sequence of a pack: q (T, Hq, D), k and v (T, Hkv, D) -> (T, Hq, D)."""
     varlen_attn, causal, takes_gqa, takes_scale = _varlen_call()
@@ -60,18 +72,44 @@ def packed_attention(query, key, value, cu_seq_lens, max_length, scaling):
     return varlen_attn(query, key, value, cu_seq_lens, cu_seq_lens, max_length, max_length, **options)
 
 
+def sequence_offsets(module, query, key, attention_mask, **kwargs) -> tuple[torch.Tensor, int] | None:
+    """(cumulative sequence offsets, longest sequence) of a batch the kernel can take, else None.
+
+    A packed row brings its offsets from the collator. A batch without a mask whose queries are its keys (training:
+    rows of one length, no padding, no cache) is causal attention over each row, so each row is one sequence —
+    the kernel then also serves unpacked training, where SDPA's own choice (cuDNN on an H200) spent milliseconds
+    of CPU per call on every new length. Anything else (padding masks, generation with a cache, sliding windows,
+    soft-capping) is left to SDPA."""
+    if getattr(module, "sliding_window", None) or kwargs.get("softcap") or not getattr(module, "is_causal", True):
+        return None
+    batch, _, length, _ = query.shape
+    cu_seq_lens = kwargs.get("cu_seq_lens_q")
+    if cu_seq_lens is not None:
+        if batch != 1:
+            return None
+        longest = kwargs.get("max_length_q") or int((cu_seq_lens[1:] - cu_seq_lens[:-1]).max())
+        return cu_seq_lens.to(torch.int32), int(longest)
+    if attention_mask is None and key.shape[2] == length:
+        return torch.arange(0, (batch + 1) * length, length, dtype=torch.int32, device=query.device), length
+    return None
+
+
 def varlen_attention_forward(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
     """The transformers attention-function contract: (batch, heads, T, D) in, ((batch, T, heads, D), None) out."""
-    cu_seq_lens = kwargs.get("cu_seq_lens_q")
-    # Training packs queries and keys alike (no cache), so the key offsets are the query offsets.
-    usable = cu_seq_lens is not None and query.shape[0] == 1 and dropout == 0.0 and kernel_available(query)
-    if not usable:
+    dtype = kernel_dtype(query)
+    offsets = None
+    if dropout == 0.0 and dtype is not None and kernel_available(query):
+        offsets = sequence_offsets(module, query, key, attention_mask, **kwargs)
+    if offsets is None:
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       **kwargs)
-    max_length = int(kwargs.get("max_length_q") or int((cu_seq_lens[1:] - cu_seq_lens[:-1]).max()))
-    output = packed_attention(query[0].transpose(0, 1), key[0].transpose(0, 1), value[0].transpose(0, 1),
-                              cu_seq_lens.to(torch.int32), max_length, scaling)
-    return output.unsqueeze(0), None
+    batch, heads, length, head_dim = query.shape
+
+    def tokens_first(tensor):  # (batch, heads, T, D) -> (batch · T, heads, D), in the kernel's dtype
+        return tensor.transpose(1, 2).reshape(batch * length, tensor.shape[1], head_dim).to(dtype)
+
+    output = packed_attention(tokens_first(query), tokens_first(key), tokens_first(value), *offsets, scaling)
+    return output.view(batch, length, heads, head_dim), None
 
 
 def register() -> str:

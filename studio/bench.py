@@ -79,7 +79,7 @@ def run_bench(*, name: str = "studio", model: str | None = None, method: str = "
               lora_dropout: float = 0.0, packing: bool = False, liger: bool = False,
               gradient_checkpointing: bool | None = None, offload: bool | None = None, fused_lora: bool = True,
               fused_mlp: bool = False,
-              qlora_upcast: bool = False, attention: str = "flash", profile_dir: str | None = None,
+              qlora_upcast: bool = False, attention: str = "varlen", profile_dir: str | None = None,
               out_dir: str | None = None) -> BenchResult:
     from studio.benchmarks.synthetic_data import write
     from studio.estimate import ModelShape, flops_per_token, gpu_spec

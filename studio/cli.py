@@ -104,9 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--fused-mlp", action="store_true", help="the MLP as one function (studio.fastmlp)")
     bench.add_argument("--qlora-upcast", action="store_true",
                        help="QLoRA with PEFT's k-bit preparation (fp32 norms, embeddings and head)")
-    bench.add_argument("--attention", choices=["flash", "cudnn", "efficient", "auto", "varlen"], default="flash",
-                       help="the SDPA backend to prefer on a GPU (auto: PyTorch's own order; varlen: packed "
-                            "batches attend per sequence)")
+    bench.add_argument("--attention", choices=["flash", "cudnn", "efficient", "auto", "varlen"], default="varlen",
+                       help="varlen: the flash kernel per sequence for packed and unpadded rows (studio.attention); "
+                            "otherwise SDPA with that backend first (auto: PyTorch's own order)")
     bench.add_argument("--profile", metavar="DIR", help="profile two steps after warm-up into DIR")
     bench.add_argument("--json", action="store_true")
     bench.set_defaults(handler=run_bench_command)

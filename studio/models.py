@@ -132,7 +132,7 @@ def attention_backend(device: Device) -> str:
     return "sdpa"
 
 
-# varlen: packed batches through studio.attention (flash attention per sequence), the rest as flash.
+# varlen: packed and unpadded batches through studio.attention (flash attention per sequence), the rest as flash.
 SDPA_BACKENDS = ("flash", "cudnn", "efficient", "auto", "varlen")
 
 
@@ -158,13 +158,13 @@ def prefer_sdpa_backend(name: str):
 
 
 def load_base_for_training(name: str, method: str, device: Device, gradient_checkpointing: bool, *,
-                           offload: bool = False, upcast: bool = False, attention: str = "flash"):
+                           offload: bool = False, upcast: bool = False, attention: str = "varlen"):
     """The base model ready for LoRA: bf16 on a GPU that has it, fp32 on CPU; 4-bit NF4 for QLoRA.
 
     offload: keep the checkpointed activations in pinned CPU memory, copied on a side stream (studio.offload).
     upcast: for QLoRA, PEFT's k-bit preparation, which casts norms, embeddings and the head to fp32.
-    attention: "varlen" runs packed batches through studio.attention unless flash-attn 2 is installed (which
-    already attends per sequence).
+    attention: "varlen" runs packed and unpadded batches through studio.attention unless flash-attn 2 is
+    installed (which already attends per sequence).
     """
     import torch
     from transformers import AutoModelForCausalLM

@@ -63,9 +63,11 @@ class TrainConfig:
     # QLoRA: PEFT's k-bit preparation (fp32 norms, embeddings and head). Off: measured on the 7B at 4096
     # tokens it costs 3.1 GiB and is not faster (docs/benchmarks.md); norms stay bf16 like the rest.
     qlora_upcast: bool = False
-    # The SDPA backend preferred on a GPU: flash | cudnn | efficient | auto; varlen: packed batches attend per
-    # sequence (studio.attention; not yet measured), the rest as flash.
-    attention: str = "flash"
+    # varlen (default): on a GPU, PyTorch's flash kernel called per sequence (studio.attention) for packed rows and
+    # rows without padding — 1.9× on the packed mix, and no per-length cost on unpadded rows (docs/benchmarks.md);
+    # padded batches go through SDPA with flash first. flash | cudnn | efficient | auto: SDPA alone, with that
+    # backend first (auto: PyTorch's own order).
+    attention: str = "varlen"
     report_to: list[str] = field(default_factory=list)  # tensorboard | wandb | trackio, when installed
 
     @property

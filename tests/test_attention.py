@@ -55,15 +55,23 @@ def packed(demo_tokenizer, rows, device="cpu"):
     return {key: value.to(device) if torch.is_tensor(value) else value for key, value in batch.items()}
 
 
-def test_packed_batches_go_through_varlen_with_the_masked_loss_and_gradients(demo_tokenizer, rows, monkeypatch):
+@pytest.fixture
+def kernel_calls(monkeypatch):
+    """On CPU, the reference stands in for the kernel (in the input's dtype); the offsets of each call are kept."""
     calls = []
 
     def reference(*args):
         calls.append(args[3].tolist())
         return per_sequence_attention(*args)
 
-    monkeypatch.setattr(attention, "kernel_available", lambda query: True)  # CPU: stand in for the kernel
+    monkeypatch.setattr(attention, "kernel_available", lambda query: True)
+    monkeypatch.setattr(attention, "kernel_dtype", lambda query: query.dtype)
     monkeypatch.setattr(attention, "packed_attention", reference)
+    return calls
+
+
+def test_packed_batches_go_through_varlen_with_the_masked_loss_and_gradients(demo_tokenizer, rows, kernel_calls):
+    calls = kernel_calls
     batch = packed(demo_tokenizer, rows)
     want_loss, want = loss_and_grads(lora_model("sdpa"), batch)  # SDPA: the block-diagonal mask
     got_loss, got = loss_and_grads(lora_model(attention.register()), batch)
@@ -71,6 +79,45 @@ def test_packed_batches_go_through_varlen_with_the_masked_loss_and_gradients(dem
     assert got_loss == pytest.approx(want_loss, rel=1e-5)
     for name, grad in want.items():
         torch.testing.assert_close(got[name], grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def equal_length_rows(rows, count):
+    length = min(len(row["input_ids"]) for row in rows[:count])
+    return {key: torch.tensor([row[key][:length] for row in rows[:count]]) for key in ("input_ids", "labels")}
+
+
+@pytest.mark.parametrize("count", [1, 2])
+def test_batches_without_a_mask_are_one_sequence_per_row(rows, kernel_calls, count):
+    batch = equal_length_rows(rows, count)  # what the one-row collator gives: no attention mask
+    length = batch["input_ids"].shape[1]
+    want_loss, want = loss_and_grads(lora_model("sdpa"), batch)
+    got_loss, got = loss_and_grads(lora_model(attention.register()), batch)
+    assert kernel_calls and all(call == list(range(0, (count + 1) * length, length)) for call in kernel_calls)
+    assert got_loss == pytest.approx(want_loss, rel=1e-5)
+    for name, grad in want.items():
+        torch.testing.assert_close(got[name], grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_padded_batches_and_generation_stay_with_sdpa(demo_tokenizer, rows, kernel_calls):
+    from studio.models import load_tokenizer
+
+    batch = make_collator(demo_tokenizer, packing=False)([dict(row) for row in rows[:3]])
+    assert not bool(batch["attention_mask"].all())  # rows of different lengths: padding, so a mask
+    loss_and_grads(lora_model(attention.register()), batch)
+    assert kernel_calls == []
+    prompt = load_tokenizer("demo")("2 + 2 =", return_tensors="pt")
+    want = lora_model("sdpa").eval().generate(**prompt, max_new_tokens=4, do_sample=False)
+    model = lora_model(attention.register()).eval()
+    got = model.generate(**prompt, max_new_tokens=4, do_sample=False)
+    assert got.tolist() == want.tolist()
+    assert len(kernel_calls) <= model.config.num_hidden_layers  # the prompt at most; every new token with SDPA
+
+
+def test_the_kernel_runs_in_half_precision_only():
+    assert attention.kernel_dtype(torch.zeros(1, dtype=torch.bfloat16)) == torch.bfloat16
+    assert attention.kernel_dtype(torch.zeros(1)) is None  # fp32 outside autocast: SDPA
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert attention.kernel_dtype(torch.zeros(1)) == torch.bfloat16
 
 
 def test_without_offsets_or_a_gpu_it_is_plain_sdpa(demo_tokenizer, rows):

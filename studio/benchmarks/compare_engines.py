@@ -26,18 +26,17 @@ from pathlib import Path
 
 # name -> (kind, arguments). "studio" runs `python -m studio bench`; "baseline" the reference loops.
 CONFIGS = {
-    # The studio engine: fused LoRA linear (studio.fastlora), Liger kernels, flash attention first, QLoRA without the
-    # fp32 upcast. The 4096-token configs checkpoint ("on") so that they compare with the peers at their memory; the
-    # variants turn one lever on or off. The mix configs keep the studio's default (`auto`: no recompute where the
-    # run fits), what a user of this GPU gets.
+    # The studio engine: fused LoRA linear (studio.fastlora), Liger kernels, the flash kernel per sequence
+    # (studio.attention), QLoRA without the fp32 upcast. The 4096-token configs checkpoint ("on") so that they
+    # compare with the peers at their memory; the variants turn one lever on or off. The mix configs keep the
+    # studio's default (`auto`: no recompute where the run fits), what a user of this GPU gets.
     "studio-lora": ("studio", ["--method", "lora", "--data", "fixed", "--liger", "--checkpointing", "on"]),
-    "studio-lora-plain": ("studio", ["--method", "lora", "--data", "fixed", "--no-fused-lora", "--checkpointing", "on"]),
+    "studio-lora-plain": ("studio", ["--method", "lora", "--data", "fixed", "--no-fused-lora", "--attention", "auto",
+                                     "--checkpointing", "on"]),
     "studio-lora-peft": ("studio", ["--method", "lora", "--data", "fixed", "--liger", "--no-fused-lora",
                                     "--checkpointing", "on"]),
-    "studio-lora-auto": ("studio", ["--method", "lora", "--data", "fixed", "--liger", "--attention", "auto",
+    "studio-lora-sdpa": ("studio", ["--method", "lora", "--data", "fixed", "--liger", "--attention", "flash",
                                     "--checkpointing", "on"]),
-    "studio-lora-cudnn": ("studio", ["--method", "lora", "--data", "fixed", "--liger", "--attention", "cudnn",
-                                     "--checkpointing", "on"]),
     "studio-lora-offload": ("studio", ["--method", "lora", "--data", "fixed", "--liger", "--checkpointing", "offload"]),
     "studio-lora-fusedmlp": ("studio", ["--method", "lora", "--data", "fixed", "--liger", "--fused-mlp",
                                         "--checkpointing", "on"]),
@@ -50,7 +49,7 @@ CONFIGS = {
     "studio-qlora-offload": ("studio", ["--method", "qlora", "--data", "fixed", "--liger", "--checkpointing", "offload"]),
     # Lengths a little under 4096 that change every step: what shape changes cost (compare with studio-lora).
     "studio-lora-vary": ("studio", ["--method", "lora", "--data", "vary", "--liger", "--checkpointing", "on"]),
-    "studio-lora-vary-auto": ("studio", ["--method", "lora", "--data", "vary", "--liger", "--attention", "auto",
+    "studio-lora-vary-sdpa": ("studio", ["--method", "lora", "--data", "vary", "--liger", "--attention", "flash",
                                          "--checkpointing", "on"]),
     # The same with PyTorch's allocator growing segments in place (new tensor sizes every step otherwise need
     # new blocks): a third element sets environment variables for that config's process.
@@ -59,13 +58,11 @@ CONFIGS = {
     "studio-lora-mix": ("studio", ["--method", "lora", "--data", "mix", "--packing", "--batch-size", "4", "--liger"]),
     "studio-lora-mix-ckpt": ("studio", ["--method", "lora", "--data", "mix", "--packing", "--batch-size", "4",
                                         "--liger", "--checkpointing", "on"]),
-    "studio-lora-mix-auto": ("studio", ["--method", "lora", "--data", "mix", "--packing", "--batch-size", "4",
-                                        "--liger", "--attention", "auto"]),
-    "studio-lora-mix-varlen": ("studio", ["--method", "lora", "--data", "mix", "--packing", "--batch-size", "4",
-                                          "--liger", "--attention", "varlen"]),
-    "studio-qlora-mix-varlen": ("studio", ["--method", "qlora", "--data", "mix", "--packing", "--batch-size", "4",
-                                           "--liger", "--attention", "varlen"]),
+    "studio-lora-mix-sdpa": ("studio", ["--method", "lora", "--data", "mix", "--packing", "--batch-size", "4",
+                                        "--liger", "--attention", "flash"]),
     "studio-qlora-mix": ("studio", ["--method", "qlora", "--data", "mix", "--packing", "--batch-size", "4", "--liger"]),
+    "studio-qlora-mix-sdpa": ("studio", ["--method", "qlora", "--data", "mix", "--packing", "--batch-size", "4",
+                                         "--liger", "--attention", "flash"]),
     "seed": ("baseline", ["seed", "fixed"]),
     "seed-mix": ("baseline", ["seed", "mix"]),
     "hf-lora": ("baseline", ["hf-lora", "fixed"]),
