@@ -50,3 +50,12 @@ def test_step_rates_use_the_token_count_between_log_rows():
     rows = [{"loss": 1.0, "tokens_seen": 100, "time": 10.0}, {"loss": 0.9, "tokens_seen": 300, "time": 10.5},
             {"eval_loss": 1.0, "time": 11.0}, {"loss": 0.8, "tokens_seen": 500, "time": 11.5}]
     assert step_rates(rows) == [400.0, 200.0]
+
+
+def test_lora_host_overhead_benchmark_reports_both_paths(capsys):
+    from studio.benchmarks import lora_host_overhead
+
+    lora_host_overhead.main(["--calls", "2", "--autocast"])
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(":")[0] for line in lines] == ["peft", "fused"]
+    assert all(float(line.split()[1]) > 0 for line in lines)

@@ -86,6 +86,20 @@ def test_layers_it_cannot_serve_fall_back_to_peft(ids):
     assert base != pytest.approx(fused_eval, rel=1e-6)
 
 
+def test_the_remembered_route_follows_adapter_switches(ids):
+    model = lora_model().eval()
+    enable_fused_lora(model)
+    with torch.no_grad():
+        with_lora = model(input_ids=ids, labels=ids).loss.item()  # the route is remembered from here on
+        with model.disable_adapter():
+            without = model(input_ids=ids, labels=ids).loss.item()
+        again = model(input_ids=ids, labels=ids).loss.item()
+        disable_fused_lora(model)
+        with model.disable_adapter():
+            assert without == pytest.approx(model(input_ids=ids, labels=ids).loss.item(), rel=1e-6)
+    assert again == with_lora and without != pytest.approx(with_lora, rel=1e-6)
+
+
 def test_fused_lora_on_a_4bit_layer_matches_peft():
     bnb = pytest.importorskip("bitsandbytes")
     from peft import LoraConfig, get_peft_model
