@@ -78,7 +78,6 @@ def run_bench(*, name: str = "studio", model: str | None = None, method: str = "
               steps: int = 10, seq: int = 4096, batch_size: int = 1, lora_r: int = 32, lora_alpha: int = 32,
               lora_dropout: float = 0.0, packing: bool = False, liger: bool = False,
               gradient_checkpointing: bool | None = None, offload: bool | None = None, fused_lora: bool = True,
-              fused_mlp: bool = False,
               qlora_upcast: bool = False, attention: str = "varlen", profile_dir: str | None = None,
               out_dir: str | None = None) -> BenchResult:
     from studio.benchmarks.synthetic_data import write
@@ -99,7 +98,7 @@ def run_bench(*, name: str = "studio", model: str | None = None, method: str = "
                          lora_r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout, max_steps=steps,
                          batch_size=batch_size, grad_accum=1, max_length=seq, warmup=0, packing=packing,
                          liger=liger, gradient_checkpointing=gradient_checkpointing, seed=0,
-                         offload_checkpoints=offload, fused_lora=fused_lora, fused_mlp=fused_mlp,
+                         offload_checkpoints=offload, fused_lora=fused_lora,
                          qlora_upcast=qlora_upcast,
                          attention=attention)
     callbacks = [ProfileSteps(Path(profile_dir))] if profile_dir else []
@@ -120,7 +119,7 @@ def run_bench(*, name: str = "studio", model: str | None = None, method: str = "
     losses = [row["loss"] for row in metrics if "loss" in row]
     settings = {key: value for key, value in asdict(config).items()
                 if key in ("lora_r", "lora_alpha", "lora_dropout", "batch_size", "max_length", "packing", "liger",
-                           "gradient_checkpointing", "target_modules", "fused_lora", "fused_mlp",
+                           "gradient_checkpointing", "target_modules", "fused_lora",
                            "offload_checkpoints", "qlora_upcast", "attention")}
     settings["device"] = device.describe()
     return BenchResult(name, Path(target).name if Path(target).exists() else target, method, data, len(losses),

@@ -12,7 +12,7 @@
         the base and base + LoRA answers to one prompt; temperature 0 is greedy and deterministic.
     python -m studio bench [--model random:qwen2-7b|demo|PATH] [--method lora|qlora] [--data fixed|mix|vary]
         [--steps N] [--seq N] [--batch-size N] [--packing] [--liger] [--checkpointing auto|on|offload|off]
-        [--no-fused-lora] [--fused-mlp] [--qlora-upcast] [--attention …] [--profile DIR] [--json]
+        [--no-fused-lora] [--qlora-upcast] [--attention …] [--profile DIR] [--json]
         tokens/s, peak memory and the share of the compute ceiling through the studio's training path.
 """
 
@@ -101,7 +101,6 @@ def build_parser() -> argparse.ArgumentParser:
                             "offload: checkpointing with the saved inputs in pinned CPU memory")
     bench.add_argument("--no-fused-lora", dest="fused_lora", action="store_false",
                        help="PEFT's own LoRA forward instead of the fused one")
-    bench.add_argument("--fused-mlp", action="store_true", help="the MLP as one function (studio.fastmlp)")
     bench.add_argument("--qlora-upcast", action="store_true",
                        help="QLoRA with PEFT's k-bit preparation (fp32 norms, embeddings and head)")
     bench.add_argument("--attention", choices=["flash", "cudnn", "efficient", "auto", "varlen"], default="varlen",
@@ -265,7 +264,7 @@ def run_bench_command(args) -> int:
                            packing=args.packing, liger=args.liger,
                            gradient_checkpointing=CHECKPOINTING[args.checkpointing][0],
                            offload=CHECKPOINTING[args.checkpointing][1],
-                           fused_lora=args.fused_lora, fused_mlp=args.fused_mlp, qlora_upcast=args.qlora_upcast,
+                           fused_lora=args.fused_lora, qlora_upcast=args.qlora_upcast,
                            attention=args.attention, profile_dir=args.profile)
     except (ValueError, RuntimeError) as error:
         return _fail(args, str(error), EXIT_ROW_ERRORS)

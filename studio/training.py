@@ -56,7 +56,6 @@ class TrainConfig:
     packing: bool = False  # padding-free: a batch becomes one row with per-sequence positions
     liger: bool = False  # Liger kernels (fused linear cross-entropy: no 152k-wide logits in memory)
     fused_lora: bool = True  # studio.fastlora: PEFT's LoRA math in two fused matmul-adds (same result)
-    fused_mlp: bool = False  # studio.fastmlp: the MLP as one function, its product recomputed (not yet measured)
     # Checkpointed layer inputs in pinned CPU memory instead of the GPU (studio.offload). None, like
     # gradient_checkpointing=None: the estimate's fastest setting that fits the GPU (memory_settings).
     offload_checkpoints: bool | None = None
@@ -429,10 +428,6 @@ class TrainingJob:
         trainer = build_trainer(model=model, args=arguments, train_dataset=data.train,
                                 eval_dataset=data.eval or None, data_collator=collator,
                                 callbacks=[MetricsCallback(self), *self.extra_callbacks])
-        if config.fused_mlp:  # after the Trainer: Liger replaces the MLP's forward when it starts
-            from studio.fastmlp import enable_fused_mlp
-
-            enable_fused_mlp(trainer.model)
         if not self.show_progress_bar:
             trainer.remove_callback(PrinterCallback)  # metrics go to the store, not to stdout
         return trainer

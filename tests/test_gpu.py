@@ -52,8 +52,3 @@ def test_studio_bench_on_the_gpu_reports_memory_and_the_ceiling(tmp_path):
     assert result.peak_gib and result.peak_gib > 0
     assert result.tokens_per_s > 0
 
-
-def test_fused_mlp_with_liger_kernels_on_cuda_matches_the_model(ids):
-    from studio.fastmlp import enable_fused_mlp
-
-    assert_bf16_fused_matches(lora_model().cuda(), ids, enable_fused_mlp, "cuda")
