@@ -67,7 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--checkpointing", choices=["auto", "on", "offload", "off"],
                        help="gradient checkpointing; offload: on, with the saved inputs in CPU memory; auto (default): "
                             "the fastest setting the estimate says fits the GPU")
-    train.add_argument("--packing", action="store_true", default=None, help="padding-free packing of each batch")
+    train.add_argument("--packing", action="store_true", default=None,
+                       help="pack rows into sequences of up to --max-length tokens, padding-free (the R1 presets' "
+                            "default)")
     train.add_argument("--resume", action="store_true", help="continue the run in --output from its last checkpoint")
     train.set_defaults(handler=run_train)
 

@@ -53,7 +53,9 @@ class TrainConfig:
     save_steps: int = 0  # 0: checkpoint only when stopping and at the end
     seed: int = 42
     gradient_checkpointing: bool | None = None  # None: off when the run fits without it (GPU), off on CPU
-    packing: bool = False  # padding-free: a batch becomes one row with per-sequence positions
+    # Padding-free: rows packed into sequences of at most max_length tokens (studio.packing; batch_size then counts
+    # those), a batch becomes one row with per-sequence positions.
+    packing: bool = False
     liger: bool = False  # Liger kernels (fused linear cross-entropy: no 152k-wide logits in memory)
     fused_lora: bool = True  # studio.fastlora: PEFT's LoRA math in two fused matmul-adds (same result)
     # Checkpointed layer inputs in pinned CPU memory instead of the GPU (studio.offload). None, like
@@ -120,12 +122,17 @@ def available_trackers() -> list[str]:
     return [name for name, package in TRACKERS.items() if importlib.util.find_spec(package) is not None]
 
 
-# Presets: the seed's advice for the real bases, and a fast one for the demo model on CPU.
+# Presets: the seed's advice for the real bases, and a fast one for the demo model on CPU. The real bases pack
+# rows into sequences of up to max_length tokens (padding-free): a step costs the memory of one max_length row,
+# as the seed's one row a step did, but carries about max_length tokens instead of one row's (R1 rows average
+# ≈ 1.5k) — on the H200 one row a step of such data ran at ≈ 2,000 tokens/s (docs/benchmarks.md). 4 packs an
+# update ≈ the seed's 8 rows in tokens.
+R1_BATCHING = dict(batch_size=1, grad_accum=4, packing=True)
 PRESETS = {
     "R1-Distill LoRA (seed advice)": dict(method="lora", learning_rate=LORA_LR, lora_r=16, lora_alpha=32,
-                                          max_length=DEFAULT_MAX_LENGTH, batch_size=1, grad_accum=8, epochs=2),
+                                          max_length=DEFAULT_MAX_LENGTH, epochs=2, **R1_BATCHING),
     "R1-Distill QLoRA (seed advice)": dict(method="qlora", learning_rate=QLORA_LR, lora_r=16, lora_alpha=32,
-                                           max_length=DEFAULT_MAX_LENGTH, batch_size=1, grad_accum=8, epochs=2),
+                                           max_length=DEFAULT_MAX_LENGTH, epochs=2, **R1_BATCHING),
     # Measured on 2 CPU cores: ≈ 15 s (up to ≈ 45 s on busy cores) to box ≥ 95 % of the held-out answers.
     "Demo model on CPU (fast)": dict(method="lora", learning_rate=2e-3, lora_r=16, lora_alpha=32, lora_dropout=0.0,
                                      max_length=512, batch_size=16, grad_accum=1, epochs=12, warmup=0.03),
@@ -192,7 +199,8 @@ def prepare_data(config: TrainConfig, tokenizer) -> PreparedData:
 def make_collator(tokenizer, packing: bool, one_row: bool = False, sequence_offsets: bool = False):
     """Pad a batch (labels with -100), or pack it padding-free.
 
-    Packing concatenates the batch into one row and restarts `position_ids` at each sequence; with no
+    Packing concatenates the batch (its packs' rows, studio.packing) into one row and restarts `position_ids` at
+    each sequence; with no
     attention mask, the attention kernels keep every sequence to itself, so no token is spent on padding
     and the loss is the same token mean as unpacked (a test checks this). With `one_row` (batch size 1)
     there is no padding, so the all-ones mask is dropped: the model then skips building and checking a mask, which measured
@@ -204,7 +212,10 @@ def make_collator(tokenizer, packing: bool, one_row: bool = False, sequence_offs
     from studio.template import IGNORE_INDEX
 
     if packing:
-        return DataCollatorWithFlattening(return_position_ids=True, return_flash_attn_kwargs=sequence_offsets)
+        from studio.packing import flatten_packs
+
+        flatten = DataCollatorWithFlattening(return_position_ids=True, return_flash_attn_kwargs=sequence_offsets)
+        return lambda features: flatten(flatten_packs(features))
     pad = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=IGNORE_INDEX)
     if not one_row:
         return pad
@@ -425,7 +436,12 @@ class TrainingJob:
             # idle while the host does the step's bookkeeping. MetricsCallback stops a non-finite loss itself.
             logging_nan_inf_filter=False,
         )
-        trainer = build_trainer(model=model, args=arguments, train_dataset=data.train,
+        train = data.train
+        if config.packing:
+            from studio.packing import pack_rows
+
+            train = pack_rows(train, config.max_length)
+        trainer = build_trainer(model=model, args=arguments, train_dataset=train,
                                 eval_dataset=data.eval or None, data_collator=collator,
                                 callbacks=[MetricsCallback(self), *self.extra_callbacks])
         if not self.show_progress_bar:

@@ -97,3 +97,57 @@ def test_engine_comparison_runs_configs_on_separate_gpus_and_keeps_failed_logs(t
     assert [line.split("|")[1].strip() for line in table.splitlines()[2:7]] == names  # the order asked
     assert by_name["studio-lora-vary-expandable"]["alloc"] == "expandable_segments:True"  # its own environment
     assert by_name["hf-lora"]["alloc"] is None
+
+
+def rows_of(lengths):
+    return [{"input_ids": [index] * length, "labels": [index] * length} for index, length in enumerate(lengths)]
+
+
+def test_packs_hold_whole_rows_within_max_length_and_each_row_once():
+    import random
+
+    from studio.packing import pack_rows
+
+    lengths = [random.Random(3).randint(50, 4096) for _ in range(500)] + [4096, 5000]  # 5000: over the capacity
+    packs = pack_rows(rows_of(lengths), 4096)
+    seen = sorted(row["input_ids"][0] for pack in packs for row in pack["rows"])
+    assert seen == list(range(len(lengths)))  # every row once, none split
+    for pack in packs:
+        total = sum(len(row["input_ids"]) for row in pack["rows"])
+        assert total <= 4096 or len(pack["rows"]) == 1
+    lower_bound = -(-sum(lengths) // 4096)
+    assert len(packs) <= lower_bound * 11 // 9 + 2  # best-fit decreasing's guarantee
+    assert pack_rows(rows_of(lengths), 4096) == packs  # deterministic
+
+
+def test_packing_refuses_a_capacity_of_zero():
+    from studio.packing import pack_rows
+
+    with pytest.raises(ValueError, match="max_length"):
+        pack_rows(rows_of([3]), 0)
+
+
+def test_a_batch_of_packs_collates_like_its_rows(demo_tokenizer, batch):
+    from studio.packing import pack_rows
+
+    collate = make_collator(demo_tokenizer, packing=True, sequence_offsets=True)
+    packs = pack_rows([dict(row) for row in batch], 256)
+    assert len(packs) < len(batch)  # short demo rows share packs
+    from_packs = collate(packs)
+    from_rows = collate([row for pack in packs for row in pack["rows"]])
+    assert from_packs.keys() == from_rows.keys()
+    for key, value in from_rows.items():
+        assert torch.equal(torch.as_tensor(from_packs[key]), torch.as_tensor(value)), key
+
+
+def test_an_epoch_of_packed_training_is_one_step_per_pack(tmp_path, demo_tokenizer):
+    from studio.packing import pack_rows
+
+    config = default_config(str(SAMPLES_DIR / "demo-train.jsonl"), str(tmp_path / "packed"), epochs=1,
+                            batch_size=1, grad_accum=1, packing=True, max_length=512)
+    packs = pack_rows(prepare_data(config, demo_tokenizer).train, 512)
+    job = TrainingJob(config)
+    status = job.run()
+    assert status["state"] == COMPLETED and status["step"] == len(packs)
+    tokens = sum(len(row["input_ids"]) for pack in packs for row in pack["rows"])
+    assert job.metrics()[-1]["tokens_seen"] == tokens

@@ -90,3 +90,15 @@ def test_packing_from_the_tab_and_liger_refused_without_its_package(client, stud
     assert '"packing": true' in (studio_home / "runs" / run / "config.json").read_text()
     with pytest.raises(Exception, match="liger-kernel"):
         client.predict(DEMO_TRAIN, *settings(speedups=["liger"]), api_name="/start_training")
+
+
+def test_presets_fill_the_speed_ups_too():
+    from studio.training import PRESETS
+    from studio.ui.train_tab import PRESET_FIELDS, preset_values
+
+    for name, preset in PRESETS.items():
+        values = preset_values(name)
+        assert len(values) == len(PRESET_FIELDS) + 1
+        assert ("packing" in values[-1]) == bool(preset.get("packing")), name
+        assert "fused_lora" in values[-1]
+    assert "packing" in preset_values("R1-Distill LoRA (seed advice)")[-1]

@@ -258,3 +258,15 @@ def test_token_count_read_on_the_host_matches_the_trainers_own(tmp_path, monkeyp
                         Trainer._track_num_input_tokens, raising=True)
     assert ours == tokens_seen("trainer") > 0
     assert trainer._studio_trainer_class()._track_num_input_tokens is Trainer._track_num_input_tokens
+
+
+@pytest.mark.parametrize("method", ["lora", "qlora"])
+def test_real_bases_pack_four_rows_and_keep_the_seeds_eight_rows_an_update(tmp_path, method):
+    config = default_config("data.jsonl", str(tmp_path), model="deepseek-ai/DeepSeek-R1-Distill-Qwen-7B",
+                            method=method)
+    assert (config.batch_size, config.grad_accum, config.packing) == (4, 2, True)
+    assert config.batch_size * config.grad_accum == 8
+    assert default_config("data.jsonl", str(tmp_path), model="demo").packing is False  # the demo preset: 16 rows
+    unpacked = default_config("data.jsonl", str(tmp_path), model="deepseek-ai/DeepSeek-R1-Distill-Qwen-7B",
+                              packing=False, batch_size=1)
+    assert (unpacked.packing, unpacked.batch_size) == (False, 1)  # explicit settings win over the preset

@@ -28,8 +28,9 @@ from pathlib import Path
 CONFIGS = {
     # The studio engine: fused LoRA linear (studio.fastlora), Liger kernels, the flash kernel per sequence
     # (studio.attention), QLoRA without the fp32 upcast. The 4096-token configs checkpoint ("on") so that they
-    # compare with the peers at their memory; the variants turn one lever on or off. The mix configs keep the
-    # studio's default (`auto`: no recompute where the run fits), what a user of this GPU gets.
+    # compare with the peers at their memory; the variants turn one lever on or off. The mix configs pack rows
+    # into sequences of up to 4096 tokens, one a step (studio.packing), and keep the studio's default (`auto`: no
+    # recompute where the run fits), what a user of this GPU gets.
     "studio-lora": ("studio", ["--method", "lora", "--data", "fixed", "--liger", "--checkpointing", "on"]),
     "studio-lora-plain": ("studio", ["--method", "lora", "--data", "fixed", "--no-fused-lora", "--attention", "auto",
                                      "--checkpointing", "on"]),
@@ -51,13 +52,15 @@ CONFIGS = {
     # new blocks): a third element sets environment variables for that config's process.
     "studio-lora-vary-expandable": ("studio", ["--method", "lora", "--data", "vary", "--liger", "--checkpointing", "on"],
                                     {"PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True"}),
-    "studio-lora-mix": ("studio", ["--method", "lora", "--data", "mix", "--packing", "--batch-size", "4", "--liger"]),
-    "studio-lora-mix-ckpt": ("studio", ["--method", "lora", "--data", "mix", "--packing", "--batch-size", "4",
+    "studio-lora-mix": ("studio", ["--method", "lora", "--data", "mix", "--packing", "--liger"]),
+    "studio-lora-mix-ckpt": ("studio", ["--method", "lora", "--data", "mix", "--packing",
                                         "--liger", "--checkpointing", "on"]),
-    "studio-lora-mix-sdpa": ("studio", ["--method", "lora", "--data", "mix", "--packing", "--batch-size", "4",
+    "studio-lora-mix-sdpa": ("studio", ["--method", "lora", "--data", "mix", "--packing",
                                         "--liger", "--attention", "flash"]),
-    "studio-qlora-mix": ("studio", ["--method", "qlora", "--data", "mix", "--packing", "--batch-size", "4", "--liger"]),
-    "studio-qlora-mix-sdpa": ("studio", ["--method", "qlora", "--data", "mix", "--packing", "--batch-size", "4",
+    # One row a step, as the seed's preset trained: what packing by tokens buys on the same data.
+    "studio-lora-mix-onerow": ("studio", ["--method", "lora", "--data", "mix", "--liger"]),
+    "studio-qlora-mix": ("studio", ["--method", "qlora", "--data", "mix", "--packing", "--liger"]),
+    "studio-qlora-mix-sdpa": ("studio", ["--method", "qlora", "--data", "mix", "--packing",
                                          "--liger", "--attention", "flash"]),
     "seed": ("baseline", ["seed", "fixed"]),
     "seed-mix": ("baseline", ["seed", "mix"]),

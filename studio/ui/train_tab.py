@@ -24,7 +24,8 @@ HELP = {
     "lora_r": "Rank of the LoRA update: 16–64 is usual; higher learns more and costs more memory.",
     "lora_alpha": "Scale of the LoRA update; 2× r is a common choice.",
     "lora_dropout": "0 runs the fused LoRA path (faster); above 0 uses PEFT's own forward, which applies dropout.",
-    "batch_size": "Rows per step on the device. Raise grad accumulation instead when memory is short.",
+    "batch_size": ("Rows per step on the device (packed into one sequence with packing on). Raise grad "
+                   "accumulation instead when memory is short."),
     "grad_accum": "Steps whose gradients add up before one optimizer update (effective batch = batch × this).",
     "epochs": "Passes over the data; max steps > 0 overrides it. 1–3 is usual.",
     "max_steps": "Stop after this many optimizer steps (0: run the epochs). Handy for a quick try.",
@@ -52,8 +53,10 @@ CONFIG_DEFAULTS = TrainConfig(data="", output="")
 
 
 def preset_values(name):
+    """The preset's value for each of PRESET_FIELDS, then the speed-ups it turns on (packing for the R1 bases)."""
     preset = PRESETS[name]
-    return [preset.get(field, getattr(CONFIG_DEFAULTS, field)) for field in PRESET_FIELDS]
+    values = [preset.get(field, getattr(CONFIG_DEFAULTS, field)) for field in PRESET_FIELDS]
+    return [*values, default_speedups() + (["packing"] if preset.get("packing") else [])]
 
 
 def preset_for_model(model, method):
@@ -272,7 +275,7 @@ def build(app: gr.Blocks, cleaned_dataset: gr.State) -> None:
                 epochs, warmup, max_steps, targets, scheduler, eval_split, save_steps, seed, checkpointing, trackers,
                 speedups]
     preset_widgets = [method, learning_rate, lora_r, lora_alpha, lora_dropout, max_length, batch_size, grad_accum,
-                      epochs, warmup]
+                      epochs, warmup, speedups]
     live = [status, progress, loss_plot, lr_plot, speed_plot, history, timer, start_button, stop_button]
 
     cleaned_dataset.change(use_dataset, cleaned_dataset, data, api_visibility="private")
