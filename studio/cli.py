@@ -4,7 +4,7 @@
         exit 0: no row has an error (warnings allowed); 1: some row has one; 2: unreadable input.
     python -m studio train --data PATH --output DIR [--model demo|PATH|HUB_ID] [--method lora|qlora]
         [--epochs N] [--max-steps N] [--lr X] [--lora-r N] [--lora-alpha N] [--max-length N]
-        [--batch-size N] [--grad-accum N] [--resume]
+        [--batch-size N] [--grad-accum N] [--[no-]packing] [--checkpointing auto|on|offload|off] [--resume]
         exit 0: trained (or stopped with Ctrl-C, adapter saved); 1: the run failed (cause printed);
         2: bad arguments or nothing to resume.
     python -m studio chat --adapter DIR [--model demo|PATH|HUB_ID] --prompt TEXT [--max-new-tokens N]
@@ -67,9 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--checkpointing", choices=["auto", "on", "offload", "off"],
                        help="gradient checkpointing; offload: on, with the saved inputs in CPU memory; auto (default): "
                             "the fastest setting the estimate says fits the GPU")
-    train.add_argument("--packing", action="store_true", default=None,
-                       help="pack rows into sequences of up to --max-length tokens, padding-free (the R1 presets' "
-                            "default)")
+    train.add_argument("--packing", action=argparse.BooleanOptionalAction, default=None,
+                       help="pack rows into sequences of up to --max-length tokens, padding-free (default: the "
+                            "preset's — on for the 7B/8B bases, off for the demo model)")
     train.add_argument("--resume", action="store_true", help="continue the run in --output from its last checkpoint")
     train.set_defaults(handler=run_train)
 

@@ -262,6 +262,10 @@ FUSED_QLORA_DEQUANT_S_PER_PARAM_PASS = (4096 / 8444 - 4096 / 10239) / (3 * 6_525
 # layer inputs leave the peak (the peak moves to the recompute of one layer, with a prefetched input beside
 # it); 3 % slower for LoRA (9,922 vs 10,239 tok/s), no slower for QLoRA (8,562 vs 8,444).
 OFFLOAD_SAVED_FRACTION_FREED = 0.40 / 0.77
+# Without checkpointing the fast path ran slower than the FLOP model gives (14,245 tok/s at 1 × 4096): 12,536 and
+# 13,235 tok/s in two runs of the comparison (2026-11-28; docs/benchmarks.md). The difference, per token and
+# layer, fit to their mean (12,886): time the model has no term for yet (more live memory per step).
+FUSED_NO_CHECKPOINTING_S_PER_TOKEN_LAYER = (4096 / 12886 - 4096 / 14245) / (4096 * 28)
 OFFLOAD_SLOWDOWN = {"lora": 10239 / 9922, "qlora": 1.0}
 
 
@@ -295,8 +299,9 @@ CPU_FLOPS_PER_CORE = 60e9
 CPU_STEP_OVERHEAD_S = 0.02
 
 # The error docs/estimate.md states, in one line for the Train tab.
-STATED_ERROR = ("Measured error on an H200: memory within +2.3 %, speed ±6 % (LoRA) and ±12 % (QLoRA) for rows of "
-                "max_length (rows of varying length ran up to 25 % slower); docs/estimate.md.")
+STATED_ERROR = ("Measured error on an H200: memory −5 % to +2.3 %, speed ±6 % (LoRA) and ±12 % (QLoRA) for steps of "
+                "max_length tokens, packed or not; repeated runs of one setting differ by up to 10 %; "
+                "docs/estimate.md.")
 
 FITS, TIGHT, WILL_NOT_FIT = "fits", "tight", "will not fit"
 UNSUPPORTED = "unsupported"  # a setup the studio refuses (QLoRA without CUDA)
@@ -628,6 +633,8 @@ def _micro_step_seconds(shape, method, targets, r, batch, seq, checkpointing, de
     side = FUSED_LORA_SIDE_S_PER_UNIT_TOKEN_PASS if fused else LORA_SIDE_S_PER_UNIT_TOKEN_PASS
     seconds = (STEP_OVERHEAD_S[checkpointing] + flops / (MATMUL_EFFICIENCY * tflops * 1e12)
                + side * tokens * shape.lora_units(targets) * passes * bandwidth)
+    if fused and not checkpointing:
+        seconds += FUSED_NO_CHECKPOINTING_S_PER_TOKEN_LAYER * tokens * shape.layers
     floor = HOST_FLOOR_S_PER_LAYER[checkpointing] * shape.layers
     if offload:
         seconds *= OFFLOAD_SLOWDOWN[method]

@@ -125,8 +125,8 @@ def available_trackers() -> list[str]:
 # Presets: the seed's advice for the real bases, and a fast one for the demo model on CPU. The real bases pack
 # rows into sequences of up to max_length tokens (padding-free): a step costs the memory of one max_length row,
 # as the seed's one row a step did, but carries about max_length tokens instead of one row's (R1 rows average
-# ≈ 1.5k) — on the H200 one row a step of such data ran at ≈ 2,000 tokens/s (docs/benchmarks.md). 4 packs an
-# update ≈ the seed's 8 rows in tokens.
+# ≈ 1.5k): on the H200, 7B, such data ran at 13,584 tokens/s packed against 5,270 one row a step
+# (docs/benchmarks.md). 4 packs an update ≈ the seed's 8 rows in tokens.
 R1_BATCHING = dict(batch_size=1, grad_accum=4, packing=True)
 PRESETS = {
     "R1-Distill LoRA (seed advice)": dict(method="lora", learning_rate=LORA_LR, lora_r=16, lora_alpha=32,

@@ -261,12 +261,21 @@ def test_token_count_read_on_the_host_matches_the_trainers_own(tmp_path, monkeyp
 
 
 @pytest.mark.parametrize("method", ["lora", "qlora"])
-def test_real_bases_pack_four_rows_and_keep_the_seeds_eight_rows_an_update(tmp_path, method):
+def test_real_bases_pack_rows_by_tokens(tmp_path, method):
     config = default_config("data.jsonl", str(tmp_path), model="deepseek-ai/DeepSeek-R1-Distill-Qwen-7B",
                             method=method)
-    assert (config.batch_size, config.grad_accum, config.packing) == (4, 2, True)
-    assert config.batch_size * config.grad_accum == 8
+    assert (config.batch_size, config.grad_accum, config.packing) == (1, 4, True)  # one pack a step, 4 an update
     assert default_config("data.jsonl", str(tmp_path), model="demo").packing is False  # the demo preset: 16 rows
     unpacked = default_config("data.jsonl", str(tmp_path), model="deepseek-ai/DeepSeek-R1-Distill-Qwen-7B",
                               packing=False, batch_size=1)
     assert (unpacked.packing, unpacked.batch_size) == (False, 1)  # explicit settings win over the preset
+
+
+def test_cli_packing_can_be_turned_off_and_on():
+    from studio.cli import TRAIN_FLAGS, build_parser
+
+    base = ["train", "--data", "d.jsonl", "--output", "o"]
+    assert build_parser().parse_args(base).packing is None  # the preset decides
+    assert build_parser().parse_args([*base, "--packing"]).packing is True
+    assert build_parser().parse_args([*base, "--no-packing"]).packing is False
+    assert TRAIN_FLAGS["packing"] == "packing"  # passed on to the config when given
