@@ -65,7 +65,7 @@ class TrainConfig:
     # tokens it costs 3.1 GiB and is not faster (docs/benchmarks.md); norms stay bf16 like the rest.
     qlora_upcast: bool = False
     # varlen (default): on a GPU, PyTorch's flash kernel called per sequence (studio.attention) for packed rows and
-    # rows without padding — 1.9× on the packed mix, and no per-length cost on unpadded rows (docs/benchmarks.md);
+    # rows without padding — 1.7–1.9× on the packed mix, and no per-length cost on unpadded rows (docs/benchmarks.md);
     # padded batches go through SDPA with flash first. flash | cudnn | efficient | auto: SDPA alone, with that
     # backend first (auto: PyTorch's own order).
     attention: str = "varlen"
@@ -199,12 +199,11 @@ def prepare_data(config: TrainConfig, tokenizer) -> PreparedData:
 def make_collator(tokenizer, packing: bool, one_row: bool = False, sequence_offsets: bool = False):
     """Pad a batch (labels with -100), or pack it padding-free.
 
-    Packing concatenates the batch (its packs' rows, studio.packing) into one row and restarts `position_ids` at
-    each sequence; with no
-    attention mask, the attention kernels keep every sequence to itself, so no token is spent on padding
-    and the loss is the same token mean as unpacked (a test checks this). With `one_row` (batch size 1)
-    there is no padding, so the all-ones mask is dropped: the model then skips building and checking a mask, which measured
-    2.6 % of the step on the 7B (docs/benchmarks.md). `sequence_offsets` adds each packed sequence's
+    Packing concatenates the batch (its packs' rows, studio.packing) into one row and restarts `position_ids`
+    at each sequence; with no attention mask, the attention kernels keep every sequence to itself, so no
+    token is spent on padding and the loss is the same token mean as unpacked (a test checks this). With
+    `one_row` (batch size 1) there is no padding, so the all-ones mask is dropped: the model then skips
+    building and checking a mask, which measured 2.6 % of the step on the 7B (docs/benchmarks.md). `sequence_offsets` adds each packed sequence's
     offsets, which varlen attention (studio.attention) reads.
     """
     from transformers import DataCollatorForSeq2Seq, DataCollatorWithFlattening

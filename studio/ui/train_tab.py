@@ -24,8 +24,8 @@ HELP = {
     "lora_r": "Rank of the LoRA update: 16–64 is usual; higher learns more and costs more memory.",
     "lora_alpha": "Scale of the LoRA update; 2× r is a common choice.",
     "lora_dropout": "0 runs the fused LoRA path (faster); above 0 uses PEFT's own forward, which applies dropout.",
-    "batch_size": ("Rows per step on the device (packed into one sequence with packing on). Raise grad "
-                   "accumulation instead when memory is short."),
+    "batch_size": ("Rows per step on the device; with packing on, sequences of up to max length tokens packed "
+                   "from rows. Raise grad accumulation instead when memory is short."),
     "grad_accum": "Steps whose gradients add up before one optimizer update (effective batch = batch × this).",
     "epochs": "Passes over the data; max steps > 0 overrides it. 1–3 is usual.",
     "max_steps": "Stop after this many optimizer steps (0: run the epochs). Handy for a quick try.",
@@ -42,8 +42,9 @@ HELP = {
                       "0.4 GiB more. auto: the fastest setting the estimate says fits this GPU; off on CPU."),
     "trackers": "Off by default; pip install tensorboard, wandb or trackio to add one.",
     "speedups": ("The fused LoRA linear computes PEFT's LoRA in two fused matmul-adds (same result; 7B: 0.5 GiB "
-                 "less, faster; needs dropout 0). Packing puts several rows in one sequence with no padding (same "
-                 "loss; big win on rows of mixed length, batch > 1). Liger (pip install liger-kernel, GPU) never "
+                 "less, faster; needs dropout 0). Packing puts rows into sequences of up to max "
+                 "length tokens with no padding (same loss; 2.6× on R1 rows of mixed length on an H200; on in the "
+                 "7B/8B presets). Liger (pip install liger-kernel, GPU) never "
                  "builds the 152k-wide logits: 5.8 GiB less and 8 % faster on the 7B."),
 }
 POLL_S = 1.0  # how often live outputs refresh (timer and the ZeroGPU foreground loop)
