@@ -129,11 +129,19 @@ def test_without_offsets_or_a_gpu_it_is_plain_sdpa(demo_tokenizer, rows):
 
 
 @pytest.mark.gpu
-def test_the_varlen_kernel_matches_the_masked_path_on_a_gpu(demo_tokenizer, rows):
-    batch = packed(demo_tokenizer, rows, device="cuda")
+@pytest.mark.parametrize("layout", ["packed", "one row", "two rows"])
+def test_the_varlen_kernel_matches_sdpa_on_a_gpu(demo_tokenizer, rows, monkeypatch, layout):
+    calls = []
+    kernel = attention.packed_attention
+    monkeypatch.setattr(attention, "packed_attention", lambda *args: calls.append(1) or kernel(*args))
+    if layout == "packed":
+        batch = packed(demo_tokenizer, rows, device="cuda")
+    else:
+        batch = {key: value.cuda() for key, value in equal_length_rows(rows, 1 if layout == "one row" else 2).items()}
     with torch.autocast("cuda", dtype=torch.bfloat16):
         want_loss, want = loss_and_grads(lora_model("sdpa", "cuda"), batch)
         got_loss, got = loss_and_grads(lora_model(attention.register(), "cuda"), batch)
+    assert calls  # the kernel ran, not the SDPA fallback
     assert got_loss == pytest.approx(want_loss, rel=1e-2)
     for name, grad in want.items():
         cosine = torch.nn.functional.cosine_similarity(got[name].flatten().float(), grad.flatten().float(), dim=0)
