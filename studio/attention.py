@@ -41,8 +41,14 @@ def _varlen_call():
     return varlen_attn, causal, "enable_gqa" in parameters, "scale" in parameters
 
 
+@functools.cache
+def flash_capable(device_index: int | None) -> bool:
+    """PyTorch's flash kernel needs compute capability 8.0 (Ampere) or newer; older GPUs stay with SDPA."""
+    return torch.cuda.get_device_capability(device_index)[0] >= 8
+
+
 def kernel_available(query) -> bool:
-    return query.is_cuda and _varlen_call() is not None
+    return query.is_cuda and _varlen_call() is not None and flash_capable(query.device.index)
 
 
 def kernel_dtype(query) -> torch.dtype | None:

@@ -113,6 +113,16 @@ def test_padded_batches_and_generation_stay_with_sdpa(demo_tokenizer, rows, kern
     assert len(kernel_calls) <= model.config.num_hidden_layers  # the prompt at most; every new token with SDPA
 
 
+def test_gpus_older_than_ampere_stay_with_sdpa(monkeypatch):
+    capabilities = {0: (7, 5), 1: (8, 0), 2: (9, 0)}
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda index=None: capabilities[index])
+    attention.flash_capable.cache_clear()
+    try:
+        assert [attention.flash_capable(index) for index in (0, 1, 2)] == [False, True, True]
+    finally:
+        attention.flash_capable.cache_clear()
+
+
 def test_the_kernel_runs_in_half_precision_only():
     assert attention.kernel_dtype(torch.zeros(1, dtype=torch.bfloat16)) == torch.bfloat16
     assert attention.kernel_dtype(torch.zeros(1)) is None  # fp32 outside autocast: SDPA
