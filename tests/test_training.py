@@ -62,9 +62,10 @@ def test_adapter_saves_in_peft_format_and_loads(finished_run):
     assert any("lora_A" in name for name, _ in model.named_parameters())
 
 
-def test_stop_keeps_an_adapter_and_resume_continues_the_count(tmp_path):
+@pytest.mark.parametrize("packing", [False, True])
+def test_stop_keeps_an_adapter_and_resume_continues_the_count(tmp_path, packing):
     folder = tmp_path / "stop-resume"
-    job = TrainingJob(config_for(folder, max_steps=40)).start()
+    job = TrainingJob(config_for(folder, max_steps=40, packing=packing)).start()
     deadline = time.time() + 120
     while (not job.metrics() or job.metrics()[-1]["step"] < 2) and time.time() < deadline:
         time.sleep(0.1)
@@ -76,7 +77,7 @@ def test_stop_keeps_an_adapter_and_resume_continues_the_count(tmp_path):
     assert (job.folder.adapter_dir / "adapter_model.safetensors").exists()
     assert job.folder.latest_checkpoint().name == f"checkpoint-{stopped_at}"
 
-    resumed = TrainingJob(config_for(folder, max_steps=stopped_at + 3), resume=True)
+    resumed = TrainingJob(config_for(folder, max_steps=stopped_at + 3, packing=packing), resume=True)
     status = resumed.run()
     assert status["state"] == COMPLETED, status
     steps = [row["step"] for row in RunFolder(folder).read_metrics()]
