@@ -70,7 +70,8 @@ def run(model_dir: str, steps: int, seq: int, mask: bool, clip: bool, num_items:
         rates.append(seq / (time.time() - start))
     return {"name": "loop", "mask": mask, "clip": clip, "num_items": num_items, "fused_lora": fused_lora,
             "liger": liger, "attention": attention, "tokens_per_s": round(statistics.median(rates[2:]), 1),
-            "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if device == "cuda" else None, "last_loss": round(loss.item(), 4)}
+            "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if device == "cuda" else None,
+            "last_loss": round(loss.item(), 4)}
 
 
 def main(argv=None) -> int:

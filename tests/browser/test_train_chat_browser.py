@@ -96,6 +96,17 @@ def unfold(thought) -> bool:
     return "expanded" in (title.get_attribute("class") or "") and len(thought.inner_text()) > len("Reasoning") + 20
 
 
+def download(page, button: str, target):
+    """Press `#button`, then the download link it reveals (`#button-download`); the file saved as target."""
+    page.locator(f"#{button}").click()
+    link = page.locator(f"#{button}-download")
+    link.wait_for(state="visible")
+    with page.expect_download() as info:
+        link.click()
+    info.value.save_as(target)
+    return target
+
+
 def test_chat_compare_and_downloads(page, demo_run, tmp_path):
     open_tab(page, "chat")
     page.locator("#chat-adapter input").click()
@@ -131,22 +142,9 @@ def test_chat_compare_and_downloads(page, demo_run, tmp_path):
 
     # Downloads: the adapter zip and the shareable report.
     page.locator("#chat-export-accordion > button.label-wrap").click()
-    page.locator("#chat-zip").click()
-    download = page.locator("#chat-zip-download")
-    download.wait_for(state="visible")
-    with page.expect_download() as info:
-        download.click()
-    archive = tmp_path / "adapter.zip"
-    info.value.save_as(archive)
+    archive = download(page, "chat-zip", tmp_path / "adapter.zip")
     with zipfile.ZipFile(archive) as handle:
         assert any(name.endswith("adapter_config.json") for name in handle.namelist())
 
-    page.locator("#chat-report").click()
-    download = page.locator("#chat-report-download")
-    download.wait_for(state="visible")
-    with page.expect_download() as info:
-        download.click()
-    report = tmp_path / "report.html"
-    info.value.save_as(report)
-    html = report.read_text(encoding="utf-8")
+    html = download(page, "chat-report", tmp_path / "report.html").read_text(encoding="utf-8")
     assert "<svg" in html and "What is 3 + 4?" in html
