@@ -374,6 +374,8 @@ class TrainingJob:
                              traceback=traceback.format_exc(limit=8))
             if isinstance(error, KeyboardInterrupt):
                 raise
+        finally:  # a stop request has been answered (or the run ended anyway): no stale marker in the folder
+            self.folder.clear_stop_request()
         return self.status
 
     def _build_trainer(self):

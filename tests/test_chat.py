@@ -76,12 +76,14 @@ def test_demo_compare_shows_the_taught_behaviour(engine):
 def test_stop_ends_a_generation(engine):
     conversation = [{"role": "user", "content": PROMPT}]
     settings = SamplingSettings(temperature=0, max_new_tokens=150)
+    *_, full = engine.stream({BASE: conversation, LORA: conversation}, settings)  # the same, not stopped
     seen = 0
     for replies in engine.stream({BASE: conversation, LORA: conversation}, settings):
         seen += 1
         if seen == 2:
             engine.stop()
-    assert replies[LORA].tokens < 150
+    assert full[LORA].tokens > 10
+    assert replies[LORA].tokens < full[LORA].tokens // 2 and replies[BASE].tokens < full[BASE].tokens // 2
 
 
 def test_adapter_zip_loads_with_peft(demo_run, tmp_path):

@@ -108,7 +108,8 @@ def test_packs_hold_whole_rows_within_max_length_and_each_row_once():
 
     from studio.packing import pack_rows
 
-    lengths = [random.Random(3).randint(50, 4096) for _ in range(500)] + [4096, 5000]  # 5000: over the capacity
+    rng = random.Random(3)
+    lengths = [rng.randint(50, 4096) for _ in range(500)] + [4096, 5000]  # 5000: over the capacity
     packs = pack_rows(rows_of(lengths), 4096)
     seen = sorted(row["input_ids"][0] for pack in packs for row in pack["rows"])
     assert seen == list(range(len(lengths)))  # every row once, none split

@@ -201,7 +201,7 @@ def test_stop_request_through_the_run_folder(tmp_path):
     assert other_process.stop()
     status = job.wait(120)
     assert status["state"] == STOPPED and job.folder.latest_checkpoint() is not None
-    assert not job.folder.stop_requested() or status["state"] == STOPPED
+    assert not job.folder.stop_requested()  # the marker is cleared once the run has stopped
     assert not other_process.live()["running"] and not other_process.stop()
 
 
@@ -258,7 +258,6 @@ def test_token_count_read_on_the_host_matches_the_trainers_own(tmp_path, monkeyp
     monkeypatch.setattr(trainer._studio_trainer_class(), "_track_num_input_tokens",
                         Trainer._track_num_input_tokens, raising=True)
     assert ours == tokens_seen("trainer") > 0
-    assert trainer._studio_trainer_class()._track_num_input_tokens is Trainer._track_num_input_tokens
 
 
 @pytest.mark.parametrize("method", ["lora", "qlora"])
@@ -266,6 +265,9 @@ def test_real_bases_pack_rows_by_tokens(tmp_path, method):
     config = default_config("data.jsonl", str(tmp_path), model="deepseek-ai/DeepSeek-R1-Distill-Qwen-7B",
                             method=method)
     assert (config.batch_size, config.grad_accum, config.packing) == (1, 4, True)  # one pack a step, 4 an update
+
+
+def test_the_demo_preset_does_not_pack_and_explicit_settings_win(tmp_path):
     assert default_config("data.jsonl", str(tmp_path), model="demo").packing is False  # the demo preset: 16 rows
     unpacked = default_config("data.jsonl", str(tmp_path), model="deepseek-ai/DeepSeek-R1-Distill-Qwen-7B",
                               packing=False, batch_size=1)
@@ -273,10 +275,9 @@ def test_real_bases_pack_rows_by_tokens(tmp_path, method):
 
 
 def test_cli_packing_can_be_turned_off_and_on():
-    from studio.cli import TRAIN_FLAGS, build_parser
+    from studio.cli import build_parser
 
     base = ["train", "--data", "d.jsonl", "--output", "o"]
     assert build_parser().parse_args(base).packing is None  # the preset decides
     assert build_parser().parse_args([*base, "--packing"]).packing is True
     assert build_parser().parse_args([*base, "--no-packing"]).packing is False
-    assert TRAIN_FLAGS["packing"] == "packing"  # passed on to the config when given
