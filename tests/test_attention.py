@@ -130,12 +130,21 @@ def test_the_kernel_runs_in_half_precision_only():
         assert attention.kernel_dtype(torch.zeros(1)) == torch.bfloat16
 
 
-def test_without_offsets_or_a_gpu_it_is_plain_sdpa(demo_tokenizer, rows):
+def test_on_cpu_it_is_plain_sdpa(demo_tokenizer, rows):
     batch = packed(demo_tokenizer, rows)
     want_loss, _ = loss_and_grads(lora_model("sdpa"), batch)
     got_loss, _ = loss_and_grads(lora_model(attention.register()), batch)  # CPU: the SDPA fallback
     assert got_loss == pytest.approx(want_loss, rel=1e-6)
     assert not attention.kernel_available(batch["input_ids"].float())  # a CPU tensor: no flash kernel
+
+
+def test_a_packed_row_without_offsets_stays_with_sdpa_and_its_mask(demo_tokenizer, rows, kernel_calls):
+    batch = make_collator(demo_tokenizer, packing=True)([dict(row) for row in rows])  # no cu_seq_lens
+    assert "cu_seq_lens_q" not in batch
+    want_loss, _ = loss_and_grads(lora_model("sdpa"), batch)
+    got_loss, _ = loss_and_grads(lora_model(attention.register()), batch)
+    assert kernel_calls == []  # the kernel never sees a pack whose sequences it cannot tell apart
+    assert got_loss == pytest.approx(want_loss, rel=1e-5)
 
 
 @pytest.mark.gpu

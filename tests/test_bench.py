@@ -25,7 +25,9 @@ def test_bench_reports_speed_and_losses_as_json(data, checkpointing, recorded):
     row = json.loads(result.stdout.strip().splitlines()[-1])
     assert row["data"] == data and row["method"] == "lora" and row["steps"] == 3
     assert row["tokens_per_s"] > 0 and row["first_loss"] > 0
-    assert row["peak_gib"] is None and row["ceiling_fraction"] is None  # no GPU here
+    import torch
+
+    assert (row["peak_gib"] is None) == (not torch.cuda.is_available())  # GPU memory only where there is a GPU
     assert row["settings"]["fused_lora"] is True and row["settings"]["packing"] == (data == "mix")
     settings = row["settings"]
     assert (settings["gradient_checkpointing"], settings["offload_checkpoints"]) == recorded

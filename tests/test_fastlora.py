@@ -66,11 +66,17 @@ def test_fused_lora_under_bf16_autocast_stays_within_bf16_rounding(ids):
     assert_bf16_fused_matches(lora_model(), ids, enable_fused_lora)
 
 
-def test_layers_it_cannot_serve_fall_back_to_peft(ids):
+def test_layers_it_cannot_serve_fall_back_to_peft(ids, monkeypatch):
+    from studio import fastlora
+
+    served = []
+    apply = fastlora.FusedLoraLinear.apply
+    monkeypatch.setattr(fastlora.FusedLoraLinear, "apply", lambda *args: served.append(1) or apply(*args))
     model = lora_model(dropout=0.1)  # dropout in training: PEFT's own forward (it owns the mask)
     enable_fused_lora(model)
     torch.manual_seed(3)
     fused_loss, _ = loss_and_grads(model, ids)
+    assert served == []
     disable_fused_lora(model)
     torch.manual_seed(3)
     assert loss_and_grads(model, ids)[0] == fused_loss
@@ -78,8 +84,11 @@ def test_layers_it_cannot_serve_fall_back_to_peft(ids):
     enable_fused_lora(model)
     with torch.no_grad():
         fused_eval = model(input_ids=ids, labels=ids).loss.item()
+        assert served
+        served.clear()
         with model.disable_adapter():  # adapters off: the base layer alone, through PEFT
             base = model(input_ids=ids, labels=ids).loss.item()
+        assert served == []
     disable_fused_lora(model)
     with torch.no_grad():
         assert model(input_ids=ids, labels=ids).loss.item() == pytest.approx(fused_eval, rel=1e-6)
