@@ -29,9 +29,11 @@ def _studio_trainer_class():
         - Its FLOP count for the logs walks every parameter of the model on each micro-batch (≈ 3 ms for the
           7B with its LoRA layers on a 2-core CPU); the count is taken once here.
         - Its token count moves the count to the GPU and reads it back right after the backward is queued: a
-          sync that leaves the GPU idle while the host then clips, steps and logs. One process reads the
-          count from the batch still on the host instead. (A private hook of transformers, pinned in
-          requirements.txt; with several processes the Trainer's own count, which adds up all ranks, runs.)
+          sync that leaves the GPU idle while the host then clips, steps and logs. When every token counts
+          (packed or one-row batches) one process takes the count from the batch's shape instead, which needs
+          no sync, wherever the batch is; a padding count on the GPU is the Trainer's own. (A private hook of
+          transformers, pinned in requirements.txt; with several processes the Trainer's count, which adds up
+          all ranks, runs.)
         """
 
         _parameter_count: int | None = None
@@ -47,11 +49,11 @@ def _studio_trainer_class():
         def _track_num_input_tokens(self, inputs):
             ids = inputs.get("input_ids")
             mode = self.args.include_num_input_tokens_seen
-            if self.args.world_size > 1 or ids is None or ids.is_cuda or mode not in ("all", "non_padding"):
+            mask = inputs.get("attention_mask") if mode == "non_padding" else None
+            if (self.args.world_size > 1 or ids is None or mode not in ("all", "non_padding")
+                    or (mask is not None and mask.is_cuda)):
                 return super()._track_num_input_tokens(inputs)
-            mask = inputs.get("attention_mask")
-            count = int(mask.sum()) if mode == "non_padding" and mask is not None else ids.numel()
-            self.state.num_input_tokens_seen += count
+            self.state.num_input_tokens_seen += ids.numel() if mask is None else int(mask.sum())
 
     return StudioTrainer
 
