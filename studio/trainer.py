@@ -1,16 +1,16 @@
 """The transformers Trainer as the studio runs it: a lighter step, and a callback that feeds the run folder.
 
-TrainingJob (studio.training) builds both; nothing here imports gradio.
+TrainingJob (studio.training) builds both, importing this module only when a run starts (the Trainer's imports
+take seconds, which the app's start-up should not wait for); nothing here imports gradio.
 """
 
 from __future__ import annotations
 
 import collections
-import functools
 import math
 import time
 
-from transformers import TrainerCallback
+from transformers import Trainer, TrainerCallback
 
 from studio.runs import RUNNING
 
@@ -19,48 +19,37 @@ class NonFiniteLoss(RuntimeError):
     """The loss became NaN or infinite; the run stops with this as its cause."""
 
 
-@functools.cache  # one class, built on first use: importing this module does not import the Trainer
-def _studio_trainer_class():
-    from transformers import Trainer
+class StudioTrainer(Trainer):
+    """The Trainer with two host-side costs of each step taken out.
 
-    class StudioTrainer(Trainer):
-        """The Trainer with two host-side costs of each step taken out.
+    - Its FLOP count for the logs walks every parameter of the model on each micro-batch (≈ 3 ms for the
+      7B with its LoRA layers on a 2-core CPU); the count is taken once here.
+    - Its token count moves the count to the GPU and reads it back right after the backward is queued: a
+      sync that leaves the GPU idle while the host then clips, steps and logs. When every token counts
+      (packed or one-row batches) one process takes the count from the batch's shape instead, which needs
+      no sync, wherever the batch is; a padding count on the GPU is the Trainer's own. (A private hook of
+      transformers, pinned in requirements.txt; with several processes the Trainer's count, which adds up
+      all ranks, runs.)
+    """
 
-        - Its FLOP count for the logs walks every parameter of the model on each micro-batch (≈ 3 ms for the
-          7B with its LoRA layers on a 2-core CPU); the count is taken once here.
-        - Its token count moves the count to the GPU and reads it back right after the backward is queued: a
-          sync that leaves the GPU idle while the host then clips, steps and logs. When every token counts
-          (packed or one-row batches) one process takes the count from the batch's shape instead, which needs
-          no sync, wherever the batch is; a padding count on the GPU is the Trainer's own. (A private hook of
-          transformers, pinned in requirements.txt; with several processes the Trainer's count, which adds up
-          all ranks, runs.)
-        """
+    _parameter_count: int | None = None
 
-        _parameter_count: int | None = None
+    def floating_point_ops(self, inputs) -> int:
+        main_input = getattr(self.model, "main_input_name", "input_ids")
+        if main_input not in inputs or not hasattr(self.model, "num_parameters"):
+            return 0
+        if self._parameter_count is None:
+            self._parameter_count = self.model.num_parameters(exclude_embeddings=True)
+        return 6 * inputs[main_input].numel() * self._parameter_count
 
-        def floating_point_ops(self, inputs) -> int:
-            main_input = getattr(self.model, "main_input_name", "input_ids")
-            if main_input not in inputs or not hasattr(self.model, "num_parameters"):
-                return 0
-            if self._parameter_count is None:
-                self._parameter_count = self.model.num_parameters(exclude_embeddings=True)
-            return 6 * inputs[main_input].numel() * self._parameter_count
-
-        def _track_num_input_tokens(self, inputs):
-            ids = inputs.get("input_ids")
-            mode = self.args.include_num_input_tokens_seen
-            mask = inputs.get("attention_mask") if mode == "non_padding" else None
-            if (self.args.world_size > 1 or ids is None or mode not in ("all", "non_padding")
-                    or (mask is not None and mask.is_cuda)):
-                return super()._track_num_input_tokens(inputs)
-            self.state.num_input_tokens_seen += ids.numel() if mask is None else int(mask.sum())
-
-    return StudioTrainer
-
-
-def build_trainer(**kwargs):
-    """A StudioTrainer with the Trainer's own arguments."""
-    return _studio_trainer_class()(**kwargs)
+    def _track_num_input_tokens(self, inputs):
+        ids = inputs.get("input_ids")
+        mode = self.args.include_num_input_tokens_seen
+        mask = inputs.get("attention_mask") if mode == "non_padding" else None
+        if (self.args.world_size > 1 or ids is None or mode not in ("all", "non_padding")
+                or (mask is not None and mask.is_cuda)):
+            return super()._track_num_input_tokens(inputs)
+        self.state.num_input_tokens_seen += ids.numel() if mask is None else int(mask.sum())
 
 
 class MetricsCallback(TrainerCallback):

@@ -19,7 +19,6 @@ from studio.config import DEFAULT_MAX_LENGTH, DEFAULT_MODEL, DEMO_MODEL
 from studio.estimate import memory_setting_words
 from studio.models import SDPA_BACKENDS, prefer_sdpa_backend
 from studio.runs import COMPLETED, FAILED, RUNNING, STOPPED, RunFolder
-from studio.trainer import MetricsCallback, NonFiniteLoss, build_trainer
 
 # One training run at a time in this process, whoever asks (every browser session shares the GPU).
 _ONE_RUN = threading.Lock()
@@ -262,7 +261,7 @@ def explain_failure(error: BaseException, config: TrainConfig) -> tuple[str, str
         fix = (f"Lower batch_size ({config.batch_size}) or max_length ({config.max_length}), keep gradient "
                "checkpointing on" + (", or switch to QLoRA (4-bit weights)" if config.method == "lora" else ""))
         return "The GPU ran out of memory.", fix + "."
-    if isinstance(error, NonFiniteLoss):
+    if type(error).__name__ == "NonFiniteLoss":  # studio.trainer's; not imported here for a name check
         return str(error), ("Lower the learning rate (try half), keep bf16 rather than fp16, and check the data "
                             "for empty or huge rows.")
     if isinstance(error, (DatasetUnreadable, ModelNotFound, UnsupportedSetup, ValueError)):
@@ -383,6 +382,7 @@ class TrainingJob:
         from transformers import PrinterCallback, TrainingArguments
 
         from studio.models import ALL_LINEAR, ATTENTION_ONLY, detect_device, load_base_for_training, load_tokenizer
+        from studio.trainer import MetricsCallback, StudioTrainer
 
         config = self.config
         device = detect_device()
@@ -442,7 +442,7 @@ class TrainingJob:
             from studio.packing import pack_rows
 
             train = pack_rows(train, config.max_length)
-        trainer = build_trainer(model=model, args=arguments, train_dataset=train,
+        trainer = StudioTrainer(model=model, args=arguments, train_dataset=train,
                                 eval_dataset=data.eval or None, data_collator=collator,
                                 callbacks=[MetricsCallback(self), *self.extra_callbacks])
         if not self.show_progress_bar:

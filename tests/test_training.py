@@ -255,7 +255,7 @@ def test_token_count_read_on_the_host_matches_the_trainers_own(tmp_path, monkeyp
         return job.metrics()[-1]["tokens_seen"]
 
     ours = tokens_seen("host")
-    monkeypatch.setattr(trainer._studio_trainer_class(), "_track_num_input_tokens",
+    monkeypatch.setattr(trainer.StudioTrainer, "_track_num_input_tokens",
                         Trainer._track_num_input_tokens, raising=True)
     assert ours == tokens_seen("trainer") > 0
 
