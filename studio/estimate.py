@@ -208,11 +208,12 @@ def _cached_hub_config(repo_id: str) -> dict | None:
 BF16_BYTES, FP32_BYTES = 2, 4
 NF4_BYTES_PER_PARAM = 0.5 + 1 / 64 + 4 / (64 * 256)  # 4 bits + 8-bit absmax per 64 + fp32 absmax per 256×64
 FP4_BYTES_PER_PARAM = 0.5 + 4 / 64  # bnb defaults (the seed recipe): no double quant, fp32 absmax per 64
-# peft.prepare_model_for_kbit_training (studio.models calls it for QLoRA) casts every non-4-bit parameter
-# (embeddings, lm_head, norms, biases) to fp32; the fp32 residual then makes the MLP activations fp32 too.
-# Measured: +3.8 GiB and 16 % more time per step than QLoRA without it (17.8 vs 14.0 GiB, 6,128 vs 7,086
-# tok/s, 7B, 1 × 4096, checkpointing).
-STUDIO_QLORA_UPCASTS = False  # TrainConfig.qlora_upcast's default: measured slower and 3.1 GiB larger
+# peft.prepare_model_for_kbit_training (studio.models calls it for QLoRA only with qlora_upcast) casts every
+# non-4-bit parameter (embeddings, lm_head, norms, biases) to fp32; the fp32 residual then makes the MLP
+# activations fp32 too. Measured with PEFT's LoRA forward: +3.8 GiB and 16 % more time per step than QLoRA
+# without it (17.8 vs 14.0 GiB, 6,128 vs 7,086 tok/s, 7B, 1 × 4096, checkpointing); with the fused LoRA linear
+# +3.1 GiB and 2.5 % more time (docs/benchmarks.md).
+STUDIO_QLORA_UPCASTS = False  # TrainConfig.qlora_upcast's default: measured slower and larger
 QLORA_UPCAST_SLOWDOWN = 0.6684 / 0.5780  # step time with / without the upcast, 7B, 1 × 4096, H200
 
 # Trainable LoRA parameters: fp32 weights (PEFT upcasts bf16 adapters), fp32 grads, AdamW exp_avg and
@@ -419,7 +420,7 @@ def estimate(shape: ModelShape | str | None, config=None, device=None, *, qlora_
 
     shape: a ModelShape, or a model name for ModelShape.for_model. device: a studio.models.Device; None
     detects this machine's (that imports torch). qlora_upcast: model peft's fp32 upcast of the non-4-bit
-    parameters (the studio's QLoRA path does it; default STUDIO_QLORA_UPCASTS). quant_bytes_per_param:
+    parameters (the studio's QLoRA path does it only with qlora_upcast; default STUDIO_QLORA_UPCASTS). quant_bytes_per_param:
     bytes per 4-bit weight (default NF4 with double quant, the studio's).
     """
     if device is None:

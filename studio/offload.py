@@ -15,7 +15,9 @@ from __future__ import annotations
 import torch
 from torch.utils.checkpoint import checkpoint
 
-MIN_BYTES = 4 << 20  # smaller saved inputs (rotary tables, masks) stay on the GPU: not worth a copy
+# Smaller saved inputs stay on the GPU, not worth a copy: the layers get rotary tables and masks as keyword
+# arguments, so what arrives here is the hidden states and checkpoint's own small placeholder tensors.
+MIN_BYTES = 4 << 20
 
 
 class _Saved:

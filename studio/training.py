@@ -61,7 +61,7 @@ class TrainConfig:
     # gradient_checkpointing=None: the estimate's fastest setting that fits the GPU (memory_settings).
     offload_checkpoints: bool | None = None
     # QLoRA: PEFT's k-bit preparation (fp32 norms, embeddings and head). Off: measured on the 7B at 4096
-    # tokens it costs 3.1 GiB and is not faster (docs/benchmarks.md); norms stay bf16 like the rest.
+    # tokens it costs 3.1 GiB and 2.5 % of the speed (docs/benchmarks.md); norms stay bf16 like the rest.
     qlora_upcast: bool = False
     # varlen (default): on a GPU, PyTorch's flash kernel called per sequence (studio.attention) for packed rows and
     # rows without padding — 1.7–1.9× on the packed mix, and no per-length cost on unpadded rows (docs/benchmarks.md);

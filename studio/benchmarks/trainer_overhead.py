@@ -1,13 +1,14 @@
 """What the Trainer adds: the studio's model set-up driven by a bare loop, with the Trainer's extras one at a time.
 
     python -m studio.benchmarks.trainer_overhead MODEL_DIR [--steps 6] [--seq 4096] [--mask] [--clip]
-        [--num-items] [--no-fused-lora] [--no-liger]
+        [--num-items] [--no-fused-lora] [--no-liger] [--attention auto|flash|cudnn|efficient|varlen]
 
-The model is built exactly as `studio.training` builds it (load_base_for_training, PEFT LoRA r=32 on all
-linear layers, the fused LoRA linear, Liger kernels) and trained by a plain loop: bf16 autocast, forward with
-labels, backward, fused AdamW. --mask passes an all-ones attention mask as the Trainer's collator does, --clip
-clips the gradient norm and reads it back as the Trainer's logging does, --num-items divides the summed loss by
-the token count as the Trainer does. Prints `RESULT {json}` like studio.benchmarks.baselines.
+The model is built from the pieces `studio.training` uses (load_base_for_training, PEFT LoRA r=32 on all
+linear layers, the fused LoRA linear, Liger kernels, the attention `--attention` names; no collator, no
+offload) and trained by a plain loop: bf16 autocast, forward with labels, backward, fused AdamW. --mask passes
+an all-ones attention mask as the Trainer's collator does, --clip clips the gradient norm and reads it back as
+the Trainer's logging does, --num-items divides the summed loss by the token count as the Trainer does. Prints
+`RESULT {json}` like studio.benchmarks.baselines.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ def run(model_dir: str, steps: int, seq: int, mask: bool, clip: bool, num_items:
     device = "cuda" if torch.cuda.is_available() else "cpu"  # CPU: the demo model, to test this script
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    model = load_base_for_training(model_dir, "lora", detect_device(), True)
+    model = load_base_for_training(model_dir, "lora", detect_device(), True, attention=attention)
     if liger:
         from liger_kernel.transformers import _apply_liger_kernel_to_instance
 
@@ -84,7 +85,7 @@ def main(argv=None) -> int:
     parser.add_argument("--num-items", action="store_true")
     parser.add_argument("--no-fused-lora", dest="fused_lora", action="store_false")
     parser.add_argument("--no-liger", dest="liger", action="store_false")
-    parser.add_argument("--attention", choices=["auto", "flash", "cudnn", "efficient"], default="auto")
+    parser.add_argument("--attention", choices=["auto", "flash", "cudnn", "efficient", "varlen"], default="auto")
     args = parser.parse_args(argv)
     result = run(args.model_dir, args.steps, args.seq, args.mask, args.clip, args.num_items, args.fused_lora,
                  args.liger, args.attention)
