@@ -8,7 +8,7 @@
         exit 0: trained (or stopped with Ctrl-C, adapter saved); 1: the run failed (cause printed);
         2: bad arguments or nothing to resume.
     python -m studio chat --adapter DIR [--model demo|PATH|HUB_ID] --prompt TEXT [--max-new-tokens N]
-        [--temperature T] [--json]
+        [--temperature T] [--top-p P] [--seed N] [--json]
         the base and base + LoRA answers to one prompt; temperature 0 is greedy and deterministic.
     python -m studio bench [--model random:qwen2-7b|demo|PATH] [--method lora|qlora] [--data fixed|mix|vary]
         [--steps N] [--seq N] [--batch-size N] [--packing] [--liger] [--checkpointing auto|on|offload|off]
@@ -236,10 +236,9 @@ def run_chat(args) -> int:
         adapter = resolve_adapter(args.adapter)
         model = args.model or run_config_for(adapter).get("model") or DEMO_MODEL
         default_tokens = DEMO_MAX_NEW_TOKENS if model == DEMO_MODEL else GPU_MAX_NEW_TOKENS
-        settings = SamplingSettings(max_new_tokens=args.max_new_tokens or default_tokens,
-                                    temperature=args.temperature, top_p=args.top_p, seed=args.seed)
-        if settings.max_new_tokens < 1:
-            raise ValueError("--max-new-tokens must be at least 1")
+        settings = SamplingSettings(
+            max_new_tokens=default_tokens if args.max_new_tokens is None else args.max_new_tokens,
+            temperature=args.temperature, top_p=args.top_p, seed=args.seed)
         engine = ChatEngine()
         engine.load(model, str(adapter))
     except (ValueError, ModelNotFound) as error:

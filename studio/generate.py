@@ -29,6 +29,14 @@ class SamplingSettings:
     top_p: float = DEFAULT_TOP_P
     seed: int | None = 0
 
+    def __post_init__(self):
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max new tokens must be at least 1, not {self.max_new_tokens}")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be 0 (greedy) or more, not {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top-p must be above 0 and at most 1, not {self.top_p}")
+
     def generate_kwargs(self) -> dict:
         if self.temperature <= 0:
             return {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
@@ -144,12 +152,16 @@ class ChatEngine:
         import torch
         from transformers import AutoModelForCausalLM
 
-        from studio.models import detect_device, load_tokenizer, resolve_model
+        from studio.models import ModelNotFound, detect_device, load_tokenizer, resolve_model
 
+        tokenizer = load_tokenizer(model_name)  # first: its ModelNotFound says how to get a missing model
         device = detect_device()
         dtype = torch.bfloat16 if device.kind == "cuda" and device.bf16 else torch.float32
-        model = AutoModelForCausalLM.from_pretrained(resolve_model(model_name), dtype=dtype,
-                                                     device_map={"": 0} if device.kind == "cuda" else None)
+        try:
+            model = AutoModelForCausalLM.from_pretrained(resolve_model(model_name), dtype=dtype,
+                                                         device_map={"": 0} if device.kind == "cuda" else None)
+        except OSError as error:
+            raise ModelNotFound(f"Could not load the model {model_name!r}: {error}") from None
         self.mixed_batches = True
         if adapter_dir:
             from peft import PeftModel
@@ -158,7 +170,7 @@ class ChatEngine:
             config = model.peft_config["default"]
             self.mixed_batches = not getattr(config, "use_dora", False)
         model.eval()
-        self.model, self.tokenizer = model, load_tokenizer(model_name)
+        self.model, self.tokenizer = model, tokenizer
         self.model_name, self.adapter_dir = model_name, adapter_dir
 
     def unload(self) -> None:

@@ -145,3 +145,22 @@ def test_cli_chat_json(demo_run):
     bad = subprocess.run(command[:5] + ["/nonexistent"] + command[6:], capture_output=True, text=True,
                          cwd=PROJECT_ROOT, env=env, timeout=120)
     assert bad.returncode == 2 and "no LoRA adapter" in json.loads(bad.stdout)["error"]
+
+
+@pytest.mark.parametrize("flags, named", [(["--top-p", "1.5"], "top-p"), (["--max-new-tokens", "0"], "max new tokens"),
+                                          (["--temperature", "-1"], "temperature"),
+                                          (["--model", "nobody/no-such-model"], "nobody/no-such-model")])
+def test_cli_chat_bad_settings_are_a_message_not_a_traceback(demo_run, flags, named):
+    command = [sys.executable, "-m", "studio", "chat", "--adapter", str(demo_run), "--prompt", PROMPT, "--json",
+               *flags]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=PROJECT_ROOT,
+                            env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=300)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert named in json.loads(result.stdout)["error"]
+
+
+def test_sampling_settings_refuse_values_generation_cannot_use():
+    for values in ({"max_new_tokens": 0}, {"temperature": -0.1}, {"top_p": 0}, {"top_p": 1.01}):
+        with pytest.raises(ValueError):
+            SamplingSettings(**values)
+    assert SamplingSettings(temperature=0, top_p=1.0).generate_kwargs()["do_sample"] is False

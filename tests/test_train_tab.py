@@ -82,6 +82,23 @@ def test_bad_dataset_is_a_message(client, tmp_path):
     assert "no such file" in result[0]
 
 
+def test_a_cleared_number_box_is_a_message_naming_it(client):
+    values = settings()
+    values[7] = None  # Batch size, cleared
+    with pytest.raises(Exception, match="Batch size is empty"):
+        client.predict(DEMO_TRAIN, *values, api_name="/start_training")
+
+
+def test_chat_settings_name_the_empty_or_impossible_box():
+    from studio.ui.chat_tab import settings_from
+
+    with pytest.raises(ValueError, match="Max new tokens is empty"):
+        settings_from(None, 0.6, 0.95, 0, False)
+    with pytest.raises(ValueError, match="top-p"):
+        settings_from(64, 0.6, 0.0, 0, False)
+    assert settings_from(64, 0.6, 0.95, -1, True).temperature == 0.0
+
+
 def test_packing_from_the_tab_and_liger_refused_without_its_package(client, studio_home):
     client.predict(DEMO_TRAIN, *settings(max_steps=3, speedups=["packing"]), api_name="/start_training")
     result = wait_for(client, ["completed", "failed"])

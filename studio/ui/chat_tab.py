@@ -12,7 +12,7 @@ from studio.config import DEFAULT_TEMPERATURE, DEFAULT_TOP_P, DEMO_MODEL, SAMPLE
 from studio.export import adapter_zip, html_report, merge_adapter, push_to_hub, run_config_for
 from studio.generate import BASE, DEMO_MAX_NEW_TOKENS, GPU_MAX_NEW_TOKENS, LORA, SamplingSettings, resolve_adapter
 from studio.runs import RunFolder
-from studio.ui.layout import core_progress, intro, user_errors
+from studio.ui.layout import core_progress, intro, number, user_errors
 from studio.workspace import workspace
 
 HELD_OUT = SAMPLES_DIR / "demo-heldout.jsonl"
@@ -44,8 +44,9 @@ def chosen_model(adapter: str, model: str) -> str:
 
 
 def settings_from(max_new_tokens, temperature, top_p, seed, greedy) -> SamplingSettings:
-    return SamplingSettings(max_new_tokens=int(max_new_tokens), temperature=0.0 if greedy else float(temperature),
-                            top_p=float(top_p), seed=None if seed is None or seed < 0 else int(seed))
+    return SamplingSettings(max_new_tokens=number(max_new_tokens, "Max new tokens"),
+                            temperature=0.0 if greedy else number(temperature, "Temperature", float),
+                            top_p=number(top_p, "top_p", float), seed=None if seed is None or seed < 0 else int(seed))
 
 
 def ensure_loaded(adapter: str, model: str) -> None:

@@ -88,6 +88,13 @@ def as_toast(error: Exception) -> gr.Error:
     return gr.Error(f"Something went wrong ({cause}). {UNEXPECTED_FIX}", duration=None)
 
 
+def number(value, field: str, kind=int):
+    """A number box's value as `kind`; a cleared box (None) is a message naming the field, not a TypeError."""
+    if value is None or value == "":
+        raise ValueError(f"{field} is empty: enter a number.")
+    return kind(value)
+
+
 def user_errors(function):
     """Every handler wears this: any exception becomes a toast with its cause (and a fix where known)."""
     if inspect.isgeneratorfunction(function):  # streaming handlers: errors arrive while iterating

@@ -11,7 +11,7 @@ from studio.config import DEFAULT_MODEL, DEMO_MODEL, KNOWN_MODELS, SAMPLES_DIR
 from studio.models import check_model_available
 from studio.training import (CHECKPOINTING, DEMO_PRESET, PRESETS, TrainConfig, available_trackers, default_config,
                              liger_by_default)
-from studio.ui.layout import intro, user_errors
+from studio.ui.layout import intro, number, user_errors
 from studio.workspace import workspace
 
 DEMO_DATA = str(SAMPLES_DIR / "demo-train.jsonl")
@@ -74,11 +74,13 @@ def build_config(data, model, method, learning_rate, lora_r, lora_alpha, lora_dr
     model = (model or DEFAULT_MODEL).strip()
     return default_config(
         data=data, output=str(space.new_run_folder(model, method)), model=model, method=method,
-        learning_rate=float(learning_rate), lora_r=int(lora_r), lora_alpha=int(lora_alpha),
-        lora_dropout=float(lora_dropout), max_length=int(max_length), batch_size=int(batch_size),
-        grad_accum=int(grad_accum), epochs=float(epochs), warmup=float(warmup), max_steps=int(max_steps or -1),
-        target_modules=targets, scheduler=scheduler, eval_split=float(eval_split), save_steps=int(save_steps),
-        seed=int(seed), gradient_checkpointing=CHECKPOINTING[checkpointing][0],
+        learning_rate=number(learning_rate, "Learning rate", float), lora_r=number(lora_r, "LoRA r"),
+        lora_alpha=number(lora_alpha, "LoRA alpha"), lora_dropout=number(lora_dropout, "LoRA dropout", float),
+        max_length=number(max_length, "Max length"), batch_size=number(batch_size, "Batch size"),
+        grad_accum=number(grad_accum, "Grad accumulation"), epochs=number(epochs, "Epochs", float),
+        warmup=number(warmup, "Warmup", float), max_steps=int(max_steps or -1),
+        target_modules=targets, scheduler=scheduler, eval_split=number(eval_split, "Eval split (fraction)", float),
+        save_steps=int(save_steps or 0), seed=number(seed, "Seed"), gradient_checkpointing=CHECKPOINTING[checkpointing][0],
         offload_checkpoints=CHECKPOINTING[checkpointing][1], report_to=list(trackers or []),
         packing="packing" in speedups, liger="liger" in speedups, fused_lora="fused_lora" in speedups)
 
