@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-import orjson
 
 from studio.generate import BASE, LORA, ChatEngine, Reply, SamplingSettings
 
@@ -27,30 +26,33 @@ class Prompt:
 
 
 def read_prompts(path: str | Path) -> list[Prompt]:
-    """JSONL/JSON rows with `prompt` (or `query`/`question`/`instruction`) and an optional `reference`;
-    a .txt file holds one prompt per line."""
+    """Rows with `prompt` (or `query`/`question`/`instruction`) and an optional `reference`, from any file the
+    Data tab reads (studio.records: JSONL, JSON, CSV, Parquet); a .txt file holds one prompt per line."""
+    from studio.records import DatasetUnreadable, read_raw_rows
+
     path = Path(path)
     if not path.exists():
         raise ValueError(f"{path}: no such file")
     if path.suffix.lower() == ".txt":
-        return [Prompt(line.strip()) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    data = path.read_bytes()
-    rows = []
+        return [Prompt(line.strip()) for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
     try:
-        if path.suffix.lower() == ".json":
-            rows = orjson.loads(data)
-        else:
-            rows = [orjson.loads(line) for line in data.splitlines() if line.strip()]
-    except orjson.JSONDecodeError as error:
-        raise ValueError(f"{path.name}: not valid JSON ({error}); one object per line with a `prompt` field") from None
+        _, rows = read_raw_rows(str(path))
+    except DatasetUnreadable as error:
+        raise ValueError(str(error)) from None
     prompts = []
-    for number, row in enumerate(rows, 1):
+    for number, row, error in rows:
+        where = f"{path.name}, row {number}"
+        if error:
+            raise ValueError(f"{where}: {error}")
         if isinstance(row, str):
             prompts.append(Prompt(row))
             continue
+        if not isinstance(row, dict):
+            raise ValueError(f"{where}: a prompt is a string or an object with a `prompt` field, not "
+                             f"{type(row).__name__} ({str(row)[:40]})")
         text = next((row.get(key) for key in ("prompt", "query", "question", "instruction") if row.get(key)), None)
         if not text:
-            raise ValueError(f"{path.name}, row {number}: no `prompt` (or query/question/instruction) field")
+            raise ValueError(f"{where}: no `prompt` (or query/question/instruction) field")
         reference = row.get("reference", row.get("answer"))
         prompts.append(Prompt(str(text), None if reference is None else str(reference)))
     if not prompts:
