@@ -9,6 +9,7 @@ import zipfile
 from pathlib import Path
 
 from studio.generate import resolve_adapter
+from studio.runs import run_of_adapter
 
 QLORA_MERGE_NOTE = (
     "This run trained on 4-bit (NF4) weights. Merging a LoRA into 4-bit weights would round the update "
@@ -21,7 +22,7 @@ def adapter_zip(run_or_adapter: str | Path, out_dir: str | Path) -> Path:
     adapter = resolve_adapter(run_or_adapter)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    name = adapter.parent.name if adapter.name in ("adapter",) or adapter.name.startswith("checkpoint-") else adapter.name
+    name = run_of_adapter(adapter).name
     target = out_dir / f"{name}-adapter.zip"
     with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as archive:
         for path in sorted(adapter.iterdir()):

@@ -298,9 +298,10 @@ def resolve_adapter(path: str | Path) -> Path:
     for candidate in (path, path / "adapter"):
         if (candidate / "adapter_config.json").exists():
             return candidate
-    checkpoints = sorted(path.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]) if p.name.split("-")[-1].isdigit() else -1)
-    for candidate in reversed(checkpoints):
-        if (candidate / "adapter_config.json").exists():
+    from studio.runs import RunFolder
+
+    for candidate in reversed(RunFolder(path).checkpoints()):  # the newest checkpoint the Trainer finished writing
+        if (candidate / "adapter_config.json").exists() and (candidate / "trainer_state.json").exists():
             return candidate
     raise ValueError(f"{path} holds no LoRA adapter (no adapter_config.json in it, in adapter/ or in a checkpoint). "
                      "Pick a finished or stopped run, or a folder that PEFT's save_pretrained wrote.")

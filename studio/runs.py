@@ -121,6 +121,15 @@ class RunFolder:
         return complete[-1] if complete else None
 
 
+def run_of_adapter(adapter: str | Path) -> Path:
+    """The run folder an adapter folder belongs to (it is the run's adapter/ or one of its checkpoint-N), else
+    the adapter folder itself: what exports and reports are named after."""
+    adapter = Path(adapter)
+    if adapter.name == "adapter" or re.fullmatch(r"checkpoint-\d+", adapter.name):
+        return adapter.parent
+    return adapter
+
+
 def _write_json(path: Path, data: dict) -> None:
     # Write then rename, so a reader (another tab, a restart) never sees half a file; the temporary name
     # is the writer's own, so two writers never rename each other's file away.

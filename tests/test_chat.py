@@ -185,3 +185,18 @@ def test_prompt_files_name_the_row_that_is_wrong(tmp_path):
     table = tmp_path / "prompts.csv"
     table.write_text("prompt,reference\nWhat is 5 + 5?,10\n")
     assert read_prompts(table)[0].reference == "10"
+
+
+def test_a_run_is_found_from_its_adapter_or_any_checkpoint(tmp_path):
+    from studio.runs import run_of_adapter
+
+    run = tmp_path / "run-1"
+    for folder in ("adapter", "checkpoint-4", "checkpoint-8", "checkpoint-12"):
+        (run / folder).mkdir(parents=True)
+        (run / folder / "adapter_config.json").write_text("{}")
+    for folder in ("checkpoint-4", "checkpoint-8"):
+        (run / folder / "trainer_state.json").write_text("{}")
+    assert [run_of_adapter(run / name) for name in ("adapter", "checkpoint-8")] == [run, run]
+    assert run_of_adapter(tmp_path / "my-adapter") == tmp_path / "my-adapter"  # a folder of its own
+    (run / "adapter" / "adapter_config.json").unlink()  # a stopped run without its final adapter
+    assert resolve_adapter(run) == run / "checkpoint-8"  # checkpoint-12 is half written: no trainer_state.json

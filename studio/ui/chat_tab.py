@@ -11,7 +11,7 @@ from studio.compare import DEMO_PATTERN, read_prompts, run_compare
 from studio.config import DEFAULT_TEMPERATURE, DEFAULT_TOP_P, DEMO_MODEL, SAMPLES_DIR, STUDIO_HOME
 from studio.export import adapter_zip, html_report, merge_adapter, push_to_hub, run_config_for
 from studio.generate import BASE, DEMO_MAX_NEW_TOKENS, GPU_MAX_NEW_TOKENS, LORA, SamplingSettings, resolve_adapter
-from studio.runs import RunFolder
+from studio.runs import RunFolder, run_of_adapter
 from studio.ui.layout import core_progress, intro, number, user_errors
 from studio.workspace import workspace
 
@@ -115,7 +115,7 @@ def merge(adapter, model, progress=gr.Progress()):
     if not adapter:
         raise gr.Error("Pick a run first.")
     progress(0.1, desc="Merging the adapter into the base weights")
-    name = Path(resolve_adapter(adapter)).parent.name
+    name = run_of_adapter(resolve_adapter(adapter)).name
     folder, note = merge_adapter(adapter, exports_dir() / f"{name}-merged", model=(model or "").strip() or None)
     return f"Merged model saved in `{folder}` (safetensors). {note}"
 
@@ -127,7 +127,7 @@ def push(adapter, repo_id, token, what, progress=gr.Progress()):
     progress(0.1, desc="Uploading to the Hub")
     folder = resolve_adapter(adapter)
     if what == "merged model":
-        folder = exports_dir() / f"{Path(folder).parent.name}-merged"
+        folder = exports_dir() / f"{run_of_adapter(folder).name}-merged"
         if not folder.exists():
             raise gr.Error("Merge the adapter first (the button above), then push the merged model.")
     url = push_to_hub(folder, (repo_id or "").strip(), token or "")
@@ -139,7 +139,7 @@ def report(adapter, compare_result):
     if not adapter:
         raise gr.Error("Pick a run first.")
     adapter_path = resolve_adapter(adapter)
-    run_folder = RunFolder(adapter_path.parent if adapter_path.name == "adapter" else adapter_path)
+    run_folder = RunFolder(run_of_adapter(adapter_path))
     config = run_config_for(adapter_path)
     status = run_folder.read_status()
     dataset_summary = {"training data": config.get("data"), **(status.get("data") or {})}
