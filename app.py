@@ -2,7 +2,10 @@
 
 import sys
 
-from studio import spaces  # first: on ZeroGPU `spaces` must patch torch before anything loads it
+try:
+    from studio import spaces  # first: on ZeroGPU `spaces` must patch torch before anything loads it
+except ValueError as error:  # a malformed STUDIO_ZERO_GPU_* variable
+    sys.exit(f"R1 LoRA Studio cannot start: {error}")
 
 
 def main() -> None:

@@ -23,9 +23,17 @@ if on_space() and importlib.util.find_spec("spaces") is not None:
     except Exception:  # a broken install must not stop the studio: run without ZeroGPU
         _spaces = None
 
+def _seconds_from_env(name: str, default: int) -> int:
+    value = os.environ.get(name, str(default))
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"The Space variable {name} must be a whole number of seconds, not {value!r}.") from None
+
+
 # How long one ZeroGPU call may hold the GPU (seconds); the Space's visitors queue for shorter calls first.
-TRAIN_GPU_SECONDS = int(os.environ.get("STUDIO_ZERO_GPU_TRAIN_S", "600"))
-CHAT_GPU_SECONDS = int(os.environ.get("STUDIO_ZERO_GPU_CHAT_S", "120"))
+TRAIN_GPU_SECONDS = _seconds_from_env("STUDIO_ZERO_GPU_TRAIN_S", 600)
+CHAT_GPU_SECONDS = _seconds_from_env("STUDIO_ZERO_GPU_CHAT_S", 120)
 
 # Upload caps: a public Space keeps visitors' files small; a local studio takes real datasets.
 SPACE_MAX_UPLOAD_MB = 100

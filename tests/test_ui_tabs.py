@@ -86,12 +86,16 @@ def test_studio_auth_turns_the_login_on(monkeypatch):
     assert studio_app.launch_settings()["auth"] == [("ana", "secret")]
 
 
-def test_malformed_studio_auth_stops_the_start_up():
-    env = {**os.environ, "STUDIO_AUTH": "no-colon-here"}
+@pytest.mark.parametrize("variable, value, named", [
+    ("STUDIO_AUTH", "no-colon-here", "STUDIO_AUTH must look like user:password"),
+    ("STUDIO_ZERO_GPU_CHAT_S", "2m", "STUDIO_ZERO_GPU_CHAT_S must be a whole number of seconds"),
+])
+def test_a_malformed_setting_stops_the_start_up_with_its_name(variable, value, named):
+    env = {**os.environ, variable: value}
     result = subprocess.run([sys.executable, "app.py"], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True,
                             timeout=120)
     assert result.returncode != 0
-    assert "cannot start" in result.stderr and "STUDIO_AUTH must look like user:password" in result.stderr
+    assert "cannot start" in result.stderr and named in result.stderr
     assert "Traceback" not in result.stderr
 
 
