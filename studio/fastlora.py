@@ -83,9 +83,9 @@ class FusedLoraLinear(torch.autograd.Function):
         return grad_x, None, grad_a, grad_b, None
 
 
-def _servable(layer, args, kwargs) -> str | None:
+def _servable(layer) -> str | None:
     """The one active adapter this layer can run fused, or None to use PEFT's forward."""
-    if args or kwargs or layer.disable_adapters or layer.merged:
+    if layer.disable_adapters or layer.merged:
         return None
     active = [name for name in layer.active_adapters if name in layer.lora_A]
     if len(active) != 1:
@@ -107,7 +107,7 @@ def _route(layer) -> str | None:
            active if isinstance(active, str) else tuple(active))
     remembered = layer.__dict__.get("_studio_route")
     if remembered is None or remembered[0] != key:
-        remembered = layer.__dict__["_studio_route"] = (key, _servable(layer, (), {}))
+        remembered = layer.__dict__["_studio_route"] = (key, _servable(layer))
     return remembered[1]
 
 

@@ -218,13 +218,13 @@ def make_collator(tokenizer, packing: bool, one_row: bool = False, sequence_offs
     if not one_row:
         return pad
 
-    def one_row(features):
+    def without_mask(features):
         batch = pad(features)
-        if len(features) == 1:  # the last batch of an epoch can be shorter, never longer
+        if len(features) == 1:  # only a single row is sure to have no padding
             batch.pop("attention_mask", None)
         return batch
 
-    return one_row
+    return without_mask
 
 
 # A checkpointing choice (CLI flag, Train tab radio) -> (gradient_checkpointing, offload_checkpoints); None: auto.
