@@ -204,8 +204,9 @@ def load_base_for_training(name: str, method: str, device: Device, gradient_chec
     for parameter in model.parameters():
         parameter.requires_grad_(False)  # LoRA adds the only trainable weights
     if gradient_checkpointing:
+        # Also makes the embeddings' output require grad (transformers does it for input_ids models), so the
+        # gradient reaches the LoRA layers through the frozen, checkpointed blocks.
         model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-        model.enable_input_require_grads()
         if offload:
             from studio.offload import enable_async_offload
 

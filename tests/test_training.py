@@ -281,3 +281,18 @@ def test_cli_packing_can_be_turned_off_and_on():
     assert build_parser().parse_args(base).packing is None  # the preset decides
     assert build_parser().parse_args([*base, "--packing"]).packing is True
     assert build_parser().parse_args([*base, "--no-packing"]).packing is False
+
+
+def test_lora_gets_gradients_through_checkpointed_frozen_layers():
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from studio.models import ALL_LINEAR, detect_device, load_base_for_training
+
+    model = load_base_for_training("demo", "lora", detect_device(), gradient_checkpointing=True)
+    model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=ALL_LINEAR, task_type="CAUSAL_LM"))
+    ids = torch.randint(0, 500, (1, 32))
+    model(input_ids=ids, labels=ids).loss.backward()
+    grads = [p.grad for name, p in model.named_parameters() if "lora_B" in name]  # (A's is 0 while B starts at 0)
+    assert len(grads) == 7 * model.config.num_hidden_layers and all(grad is not None for grad in grads)
+    assert all(bool(grad.abs().sum()) for grad in grads)
