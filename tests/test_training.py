@@ -296,3 +296,15 @@ def test_lora_gets_gradients_through_checkpointed_frozen_layers():
     grads = [p.grad for name, p in model.named_parameters() if "lora_B" in name]  # (A's is 0 while B starts at 0)
     assert len(grads) == 7 * model.config.num_hidden_layers and all(grad is not None for grad in grads)
     assert all(bool(grad.abs().sum()) for grad in grads)
+
+
+@pytest.mark.parametrize("steps", [3, 5000])  # a short run, and one whose metrics file is far past 64 KiB
+def test_history_reads_first_and_last_loss_from_the_file_ends(tmp_path, steps):
+    folder = RunFolder(tmp_path / "run")
+    folder.path.mkdir()
+    (folder.path / "metrics.jsonl").write_text(
+        "".join(json.dumps({"step": step, "loss": 10.0 - step / steps, "eval_loss": None, "note": "x" * 20}) + "\n"
+                for step in range(1, steps + 1)) + '{"step": 9999, "lo',  # a last line cut short by a crash
+        encoding="utf-8")
+    assert folder.loss_endpoints() == (10.0 - 1 / steps, 9.0)
+    assert RunFolder(tmp_path / "none").loss_endpoints() == (None, None)
