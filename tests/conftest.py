@@ -37,6 +37,15 @@ def studio_url(studio_home):
     app.close()
 
 
+@pytest.fixture(scope="module")
+def client(studio_url):
+    """A gradio_client for the running studio, a fresh session per test module: the tabs' endpoints as a
+    user's script would call them."""
+    from gradio_client import Client
+
+    return Client(studio_url, verbose=False)
+
+
 def pytest_configure(config):
     config.addinivalue_line("markers", "gpu: needs a CUDA GPU; skipped where there is none")
     # gradio's queue still uses pandas options that pandas 3 deprecates; not ours to fix.

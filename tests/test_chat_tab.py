@@ -4,23 +4,19 @@ import time
 import zipfile
 
 import pytest
-from gradio_client import Client, handle_file
+from gradio_client import handle_file
 
 from studio.chatview import message_text
 from studio.config import SAMPLES_DIR
+from tests.helpers import train_settings
 
 PROMPT = "Tom has 4 apples and buys 5 more. How many apples does he have now?"
 
 
 @pytest.fixture(scope="module")
-def client(studio_url):
-    return Client(studio_url, verbose=False)
-
-
-@pytest.fixture(scope="module")
 def run_path(client):
     """A short demo training run made through the Train tab's own endpoint."""
-    settings = ["demo", "lora", 2e-3, 8, 16, 0.0, 256, 8, 1, 1, 0.0, 6, "all-linear", "cosine", 0.0, 0, 42, "auto", [], []]
+    settings = train_settings(batch_size=8)
     client.predict(str(SAMPLES_DIR / "demo-train.jsonl"), *settings, api_name="/start_training")
     deadline = time.time() + 180
     while time.time() < deadline:

@@ -1,18 +1,13 @@
 """The Data tab driven through gradio_client, as a script or another app would use it."""
 
 import pytest
-from gradio_client import Client, handle_file
+from gradio_client import handle_file
 
 from studio.checks import CODES
 from studio.config import SAMPLES_DIR
 
 BROKEN = SAMPLES_DIR / "broken-sample.jsonl"
 CLEAN = SAMPLES_DIR / "clean-sample.jsonl"
-
-
-@pytest.fixture(scope="module")
-def client(studio_url):
-    return Client(studio_url, verbose=False)
 
 
 def check_file(client, path, measure=True, max_length=4096):

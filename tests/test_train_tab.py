@@ -3,23 +3,11 @@
 import time
 
 import pytest
-from gradio_client import Client
 
 from studio.config import SAMPLES_DIR
+from tests.helpers import train_settings
 
 DEMO_TRAIN = str(SAMPLES_DIR / "demo-train.jsonl")
-
-
-@pytest.fixture(scope="module")
-def client(studio_url):
-    return Client(studio_url, verbose=False)
-
-
-def settings(max_steps=6, model="demo", method="lora", speedups=()):
-    # model, method, lr, r, alpha, dropout, max_length, batch, accum, epochs, warmup, max_steps, targets,
-    # scheduler, eval_split, save_steps, seed, checkpointing, trackers, speed-ups
-    return [model, method, 2e-3, 8, 16, 0.0, 256, 4, 1, 1, 0.0, max_steps, "all-linear", "cosine", 0.0, 0, 42, "auto",
-            [], speedups]
 
 
 def status(client):
@@ -37,7 +25,7 @@ def wait_for(client, words, timeout=180):
 
 
 def test_train_live_then_history(client):
-    client.predict(DEMO_TRAIN, *settings(max_steps=8), api_name="/start_training")
+    client.predict(DEMO_TRAIN, *train_settings(max_steps=8), api_name="/start_training")
     result = wait_for(client, ["completed", "failed"])
     markdown, progress, loss = result[0], result[1], result[2]
     assert "completed" in markdown, markdown
@@ -48,9 +36,9 @@ def test_train_live_then_history(client):
 
 
 def test_second_start_is_refused_and_stop_works(client):
-    client.predict(DEMO_TRAIN, *settings(max_steps=200), api_name="/start_training")
+    client.predict(DEMO_TRAIN, *train_settings(max_steps=200), api_name="/start_training")
     with pytest.raises(Exception, match="Another training run"):
-        client.predict(DEMO_TRAIN, *settings(), api_name="/start_training")
+        client.predict(DEMO_TRAIN, *train_settings(), api_name="/start_training")
     deadline = time.time() + 120
     while "step 0 " in status(client)[1] and time.time() < deadline:  # wait for a first step
         time.sleep(0.3)
@@ -62,7 +50,7 @@ def test_second_start_is_refused_and_stop_works(client):
 
 def test_offline_hub_model_is_refused_with_the_reason(client):
     with pytest.raises(Exception, match="not downloaded on this machine"):
-        client.predict(DEMO_TRAIN, *settings(model="deepseek-ai/DeepSeek-R1-Distill-Qwen-7B"),
+        client.predict(DEMO_TRAIN, *train_settings(model="deepseek-ai/DeepSeek-R1-Distill-Qwen-7B"),
                        api_name="/start_training")
 
 
@@ -76,14 +64,14 @@ def test_estimate_shows_a_badge(client):
 
 def test_bad_dataset_is_a_message(client, tmp_path):
     with pytest.raises(Exception, match="Choose a dataset"):
-        client.predict("", *settings(), api_name="/start_training")
-    client.predict(str(tmp_path / "missing.jsonl"), *settings(), api_name="/start_training")
+        client.predict("", *train_settings(), api_name="/start_training")
+    client.predict(str(tmp_path / "missing.jsonl"), *train_settings(), api_name="/start_training")
     result = wait_for(client, ["failed", "completed"])
     assert "no such file" in result[0]
 
 
 def test_a_cleared_number_box_is_a_message_naming_it(client):
-    values = settings()
+    values = train_settings()
     values[7] = None  # Batch size, cleared
     with pytest.raises(Exception, match="Batch size is empty"):
         client.predict(DEMO_TRAIN, *values, api_name="/start_training")
@@ -100,13 +88,13 @@ def test_chat_settings_name_the_empty_or_impossible_box():
 
 
 def test_packing_from_the_tab_and_liger_refused_without_its_package(client, studio_home):
-    client.predict(DEMO_TRAIN, *settings(max_steps=3, speedups=["packing"]), api_name="/start_training")
+    client.predict(DEMO_TRAIN, *train_settings(max_steps=3, speedups=["packing"]), api_name="/start_training")
     result = wait_for(client, ["completed", "failed"])
     assert "completed" in result[0], result[0]
     run = result[5]["data"][0][0]
     assert '"packing": true' in (studio_home / "runs" / run / "config.json").read_text()
     with pytest.raises(Exception, match="liger-kernel"):
-        client.predict(DEMO_TRAIN, *settings(speedups=["liger"]), api_name="/start_training")
+        client.predict(DEMO_TRAIN, *train_settings(speedups=["liger"]), api_name="/start_training")
 
 
 def test_presets_fill_the_speed_ups_too():

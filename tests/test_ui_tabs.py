@@ -13,6 +13,7 @@ from studio import spaces
 from studio.config import PROJECT_ROOT, SAMPLES_DIR, STUDIO_HOME
 from studio.ui import app as studio_app
 from studio.ui import chat_tab, layout, train_tab
+from tests.helpers import train_settings
 
 README = PROJECT_ROOT / "README.md"
 REQUIREMENTS = PROJECT_ROOT / "requirements.txt"
@@ -133,7 +134,7 @@ def test_zero_gpu_start_trains_in_the_foreground(monkeypatch):
     calls = []
     foreground = train_tab.train_in_foreground
     monkeypatch.setattr(train_tab, "train_in_foreground", lambda **kwargs: calls.append(kwargs) or foreground(**kwargs))
-    settings = ["demo", "lora", 2e-3, 8, 16, 0.0, 256, 8, 1, 1, 0.0, 6, "all-linear", "cosine", 0.0, 0, 42, "auto", [], []]
+    settings = train_settings(batch_size=8)
     updates = list(train_tab.start(str(SAMPLES_DIR / "demo-train.jsonl"), *settings))
     assert len(calls) == 1 and calls[0]["config"].max_steps == 6
     assert len(updates) >= 2  # it streamed while training
