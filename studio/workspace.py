@@ -40,8 +40,14 @@ class Workspace:
         return choices
 
     def new_run_folder(self, model: str, method: str) -> Path:
+        """A run folder name not taken yet (two runs started within a second get -2, -3, …); not created here."""
         short = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(model.rstrip("/")).name or "model")
-        return self.runs_dir / f"{short}-{method}-{time.strftime('%Y%m%d-%H%M%S')}"
+        base = self.runs_dir / f"{short}-{method}-{time.strftime('%Y%m%d-%H%M%S')}"
+        folder, number = base, 1
+        while folder.exists():
+            number += 1
+            folder = base.with_name(f"{base.name}-{number}")
+        return folder
 
     def start(self, config: TrainConfig) -> TrainingJob:
         """Start a new run in the background; JobBusy while another one is going."""

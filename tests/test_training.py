@@ -308,3 +308,18 @@ def test_history_reads_first_and_last_loss_from_the_file_ends(tmp_path, steps):
         encoding="utf-8")
     assert folder.loss_endpoints() == (10.0 - 1 / steps, 9.0)
     assert RunFolder(tmp_path / "none").loss_endpoints() == (None, None)
+
+
+def test_runs_started_within_one_second_get_folders_of_their_own(tmp_path, monkeypatch):
+    from studio.workspace import Workspace
+
+    monkeypatch.setattr(time, "strftime", lambda fmt: "20261128-120000")  # the same second, three times
+    space = Workspace(tmp_path / "runs")
+    names = []
+    for _ in range(3):
+        folder = space.new_run_folder("deepseek-ai/DeepSeek-R1-Distill-Qwen-7B", "lora")
+        folder.mkdir(parents=True)
+        names.append(folder.name)
+    assert names == ["DeepSeek-R1-Distill-Qwen-7B-lora-20261128-120000",
+                     "DeepSeek-R1-Distill-Qwen-7B-lora-20261128-120000-2",
+                     "DeepSeek-R1-Distill-Qwen-7B-lora-20261128-120000-3"]
