@@ -166,25 +166,24 @@ def test_sampling_settings_refuse_values_generation_cannot_use():
     assert SamplingSettings(temperature=0, top_p=1.0).generate_kwargs()["do_sample"] is False
 
 
-def test_prompt_files_name_the_row_that_is_wrong(tmp_path):
+def test_prompt_files_are_read_as_datasets_are(tmp_path):
     bom = tmp_path / "bom.jsonl"
     bom.write_bytes('\ufeff{"prompt": "What is 1 + 1?", "reference": "2"}\n\n{"question": "And 2 + 2?"}\n'.encode())
     assert [(p.text, p.reference) for p in read_prompts(bom)] == [("What is 1 + 1?", "2"), ("And 2 + 2?", None)]
-    numbers = tmp_path / "numbers.json"
-    numbers.write_text("[1, 2]")
-    with pytest.raises(ValueError, match=r"numbers.json, row 1: a prompt is a string or an object"):
-        read_prompts(numbers)
-    missing = tmp_path / "missing.jsonl"
-    missing.write_text('{"prompt": "ok"}\n\n{"text": "no prompt"}\n')
-    with pytest.raises(ValueError, match=r"missing.jsonl, row 3: no `prompt`"):  # row = line, blank lines counted
-        read_prompts(missing)
-    broken = tmp_path / "broken.jsonl"
-    broken.write_text('{"prompt": "ok"}\n{"prompt": \n')
-    with pytest.raises(ValueError, match=r"broken.jsonl, row 2"):
-        read_prompts(broken)
     table = tmp_path / "prompts.csv"
     table.write_text("prompt,reference\nWhat is 5 + 5?,10\n")
     assert read_prompts(table)[0].reference == "10"
+
+
+@pytest.mark.parametrize("name, text, message", [
+    ("numbers.json", "[1, 2]", r"numbers.json, row 1: a prompt is a string or an object"),
+    ("missing.jsonl", '{"prompt": "ok"}\n\n{"text": "no prompt"}\n', r"missing.jsonl, row 3: no `prompt`"),  # lines
+    ("broken.jsonl", '{"prompt": "ok"}\n{"prompt": \n', r"broken.jsonl, row 2"),
+])
+def test_prompt_files_name_the_row_that_is_wrong(tmp_path, name, text, message):
+    (tmp_path / name).write_text(text)
+    with pytest.raises(ValueError, match=message):
+        read_prompts(tmp_path / name)
 
 
 def test_a_run_is_found_from_its_adapter_or_any_checkpoint(tmp_path):
