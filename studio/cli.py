@@ -129,8 +129,8 @@ def _fail(args, message: str, code: int) -> int:
 
 def run_validate(args) -> int:
     from studio.models import ModelNotFound
-    from studio.records import DatasetUnreadable
-    from studio.validate import validate
+    from studio.data.records import DatasetUnreadable
+    from studio.data.validate import validate
 
     try:
         report = validate(args.path, model=args.model, max_length=args.max_length, lengths=not args.no_lengths,
@@ -148,7 +148,7 @@ def run_validate(args) -> int:
 
 def format_report(report, limit: int = 20) -> str:
     """A terminal summary: format, counts per code with why it matters, the first problem rows."""
-    from studio.checks import CODES
+    from studio.data.checks import CODES
 
     data = report.to_json()
     lines = [
@@ -184,11 +184,11 @@ def run_train(args) -> int:
     import signal
 
     from studio.runs import COMPLETED, STOPPED, RunFolder
-    from studio.training import TrainConfig, TrainingJob, default_config
+    from studio.train.job import TrainConfig, TrainingJob, default_config
 
     given = {field: getattr(args, flag) for flag, field in TRAIN_FLAGS.items() if getattr(args, flag) is not None}
     if args.checkpointing:
-        from studio.training import CHECKPOINTING
+        from studio.train.job import CHECKPOINTING
 
         given["gradient_checkpointing"], given["offload_checkpoints"] = CHECKPOINTING[args.checkpointing]
     try:
@@ -227,9 +227,9 @@ def run_train(args) -> int:
 
 def run_chat(args) -> int:
     from studio.config import DEMO_MODEL
-    from studio.export import run_config_for
-    from studio.generate import BASE, DEMO_MAX_NEW_TOKENS, GPU_MAX_NEW_TOKENS, LORA, ChatEngine, SamplingSettings
-    from studio.generate import resolve_adapter
+    from studio.chat.export import run_config_for
+    from studio.chat.generate import BASE, DEMO_MAX_NEW_TOKENS, GPU_MAX_NEW_TOKENS, LORA, ChatEngine, SamplingSettings
+    from studio.chat.generate import resolve_adapter
     from studio.models import ModelNotFound
 
     try:
@@ -256,8 +256,8 @@ def run_chat(args) -> int:
 
 
 def run_bench_command(args) -> int:
-    from studio.bench import print_results, run_bench
-    from studio.training import CHECKPOINTING
+    from studio.train.bench import print_results, run_bench
+    from studio.train.job import CHECKPOINTING
 
     try:
         result = run_bench(name=args.name, model=args.model, method=args.method, data=args.data, steps=args.steps,

@@ -161,7 +161,7 @@ def load_base_for_training(name: str, method: str, device: Device, gradient_chec
                            offload: bool = False, upcast: bool = False, attention: str = "varlen"):
     """The base model ready for LoRA: bf16 on a GPU that has it, fp32 on CPU; 4-bit NF4 for QLoRA.
 
-    offload: keep the checkpointed activations in pinned CPU memory, copied on a side stream (studio.offload).
+    offload: keep the checkpointed activations in pinned CPU memory, copied on a side stream (studio.train.offload).
     upcast: for QLoRA, PEFT's k-bit preparation, which casts norms, embeddings and the head to fp32.
     attention: "varlen" runs packed and unpadded batches through studio.attention unless flash-attn 2 is
     installed (which already attends per sequence).
@@ -208,7 +208,7 @@ def load_base_for_training(name: str, method: str, device: Device, gradient_chec
         # gradient reaches the LoRA layers through the frozen, checkpointed blocks.
         model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         if offload:
-            from studio.offload import enable_async_offload
+            from studio.train.offload import enable_async_offload
 
             enable_async_offload(model)
     model.train()  # from_pretrained returns eval mode: checkpointing and dropout act only in training mode

@@ -11,9 +11,9 @@ import time
 from pathlib import Path
 
 from studio import config as studio_config
-from studio.generate import ChatEngine
+from studio.chat.generate import ChatEngine
 from studio.runs import RunFolder, find_running, list_runs
-from studio.training import TrainConfig, TrainingJob
+from studio.train.job import TrainConfig, TrainingJob
 
 
 class Workspace:

@@ -5,7 +5,7 @@ import torch
 
 from studio import attention
 from studio.config import SAMPLES_DIR
-from studio.training import default_config, make_collator, prepare_data
+from studio.train.job import default_config, make_collator, prepare_data
 
 
 def per_sequence_attention(query, key, value, cu_seq_lens, max_length, scaling):
@@ -28,7 +28,7 @@ def lora_model(implementation, device="cpu"):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from studio.fastlora import enable_fused_lora
+    from studio.train.fastlora import enable_fused_lora
     from studio.models import resolve_model
 
     torch.manual_seed(0)

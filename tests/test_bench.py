@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from studio.bench import step_rates
+from studio.train.bench import step_rates
 from studio.config import PROJECT_ROOT
 
 

@@ -8,12 +8,12 @@ import zipfile
 
 import pytest
 
-from studio.compare import DEMO_PATTERN, read_prompts, run_compare
+from studio.chat.compare import DEMO_PATTERN, read_prompts, run_compare
 from studio.config import PROJECT_ROOT, SAMPLES_DIR
-from studio.export import adapter_zip, html_report, merge_adapter
-from studio.generate import BASE, LORA, ChatEngine, SamplingSettings, resolve_adapter
+from studio.chat.export import adapter_zip, html_report, merge_adapter
+from studio.chat.generate import BASE, LORA, ChatEngine, SamplingSettings, resolve_adapter
 from studio.runs import COMPLETED, RunFolder
-from studio.training import TrainingJob, default_config
+from studio.train.job import TrainingJob, default_config
 
 GREEDY = SamplingSettings(temperature=0, max_new_tokens=160)
 PROMPT = "Tom has 4 apples and buys 5 more. How many apples does he have now?"

@@ -6,7 +6,7 @@ import zipfile
 import pytest
 from gradio_client import handle_file
 
-from studio.chatview import message_text
+from studio.chat.view import message_text
 from studio.config import SAMPLES_DIR
 from tests.helpers import train_settings
 

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from studio.checks import CODES
+from studio.data.checks import CODES
 from studio.config import PROJECT_ROOT, SAMPLES_DIR
 
 BROKEN = SAMPLES_DIR / "broken-sample.jsonl"

@@ -3,7 +3,7 @@
 import pytest
 from gradio_client import handle_file
 
-from studio.checks import CODES
+from studio.data.checks import CODES
 from studio.config import SAMPLES_DIR
 
 BROKEN = SAMPLES_DIR / "broken-sample.jsonl"

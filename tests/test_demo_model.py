@@ -10,7 +10,7 @@ import pytest
 
 from studio.config import DEMO_MODEL_DIR, SAMPLES_DIR
 from studio.demo import data as demo_data
-from studio.template import split_reasoning
+from studio.data.template import split_reasoning
 
 FIXTURES_DIR = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
 OFFICIAL_TEMPLATE = FIXTURES_DIR / "r1-distill-chat-template.jinja"

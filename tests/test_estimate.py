@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from studio.config import DEMO_MODEL_DIR, PROJECT_ROOT
-from studio.estimate import (FITS, FP4_BYTES_PER_PARAM, TIGHT, UNSUPPORTED, WILL_NOT_FIT, ModelShape, estimate,
+from studio.train.estimate import (FITS, FP4_BYTES_PER_PARAM, TIGHT, UNSUPPORTED, WILL_NOT_FIT, ModelShape, estimate,
                              estimate_config, flops_per_token, gpu_spec)
 from studio.models import Device
 
@@ -287,7 +287,7 @@ def test_cpu_demo_run_and_qlora_on_cpu():
 
 
 def test_train_config_is_accepted():
-    from studio.training import TrainConfig
+    from studio.train.job import TrainConfig
 
     config = TrainConfig(data="x.jsonl", output="run", model=QWEN_7B, method="qlora", lora_r=16)
     result = estimate_config(config, H200)
@@ -302,7 +302,7 @@ def test_bad_settings_raise():
 
 
 def test_import_is_cheap():
-    code = "import sys, studio.estimate; print(sorted(m for m in ('torch', 'transformers', 'gradio') if m in sys.modules))"
+    code = "import sys, studio.train.estimate; print(sorted(m for m in ('torch', 'transformers', 'gradio') if m in sys.modules))"
     output = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True)
     assert output.stdout.strip() == "[]"
 
@@ -311,7 +311,7 @@ def test_import_is_cheap():
 def test_liger_runs_match_the_h200_measurement(method, measured_gib):
     """Measured with `studio bench --liger` before the fused LoRA linear (PEFT's forward, QLoRA with the upcast;
     r=32, 1 × 4096, H200, 2026-11-28): the logits term goes away."""
-    from studio.estimate import estimate
+    from studio.train.estimate import estimate
     from studio.models import Device
 
     config = {"method": method, "lora_r": 32, "max_length": 4096, "batch_size": 1, "lora_dropout": 0.0,

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from studio.fastlora import disable_fused_lora, enable_fused_lora
+from studio.train.fastlora import disable_fused_lora, enable_fused_lora
 
 
 def lora_model(dropout=0.0, seed=0):
@@ -67,7 +67,7 @@ def test_fused_lora_under_bf16_autocast_stays_within_bf16_rounding(ids):
 
 
 def test_layers_it_cannot_serve_fall_back_to_peft(ids, monkeypatch):
-    from studio import fastlora
+    from studio.train import fastlora
 
     served = []
     apply = fastlora.FusedLoraLinear.apply

@@ -14,7 +14,7 @@ def ids():
 
 
 def checkpointed_model(offload: bool):
-    from studio.offload import enable_async_offload
+    from studio.train.offload import enable_async_offload
 
     model = lora_model().cuda()
     base = model.get_base_model()
@@ -27,9 +27,9 @@ def checkpointed_model(offload: bool):
 
 
 def test_async_offload_gives_the_same_loss_and_gradients(ids, monkeypatch):
-    import studio.offload
+    import studio.train.offload
 
-    monkeypatch.setattr(studio.offload, "MIN_BYTES", 1)  # the demo's activations are small: offload them all
+    monkeypatch.setattr(studio.train.offload, "MIN_BYTES", 1)  # the demo's activations are small: offload them all
     results = {}
     for offload in (False, True):
         with torch.autocast("cuda", dtype=torch.bfloat16):
@@ -40,13 +40,13 @@ def test_async_offload_gives_the_same_loss_and_gradients(ids, monkeypatch):
 
 
 def test_fused_lora_on_cuda_bf16_matches_peft(ids):
-    from studio.fastlora import enable_fused_lora
+    from studio.train.fastlora import enable_fused_lora
 
     assert_bf16_fused_matches(lora_model().cuda(), ids, enable_fused_lora, "cuda")
 
 
 def test_studio_bench_on_the_gpu_reports_memory_and_the_ceiling(tmp_path):
-    from studio.bench import run_bench
+    from studio.train.bench import run_bench
 
     result = run_bench(model="demo", steps=3, seq=256, liger=False, out_dir=str(tmp_path))
     assert result.peak_gib and result.peak_gib > 0

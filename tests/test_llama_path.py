@@ -4,7 +4,7 @@ import pytest
 
 from studio.config import SAMPLES_DIR
 from studio.runs import COMPLETED
-from studio.training import TrainingJob, default_config
+from studio.train.job import TrainingJob, default_config
 
 
 @pytest.fixture(scope="module")

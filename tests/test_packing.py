@@ -7,7 +7,7 @@ import torch
 
 from studio.config import SAMPLES_DIR
 from studio.runs import COMPLETED
-from studio.training import TrainingJob, default_config, make_collator, prepare_data
+from studio.train.job import TrainingJob, default_config, make_collator, prepare_data
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +106,7 @@ def rows_of(lengths):
 def test_packs_hold_whole_rows_within_max_length_and_each_row_once():
     import random
 
-    from studio.packing import pack_rows
+    from studio.train.packing import pack_rows
 
     rng = random.Random(3)
     lengths = [rng.randint(50, 4096) for _ in range(500)] + [4096, 5000]  # 5000: over the capacity
@@ -122,14 +122,14 @@ def test_packs_hold_whole_rows_within_max_length_and_each_row_once():
 
 
 def test_packing_refuses_a_capacity_of_zero():
-    from studio.packing import pack_rows
+    from studio.train.packing import pack_rows
 
     with pytest.raises(ValueError, match="max_length"):
         pack_rows(rows_of([3]), 0)
 
 
 def test_a_batch_of_packs_collates_like_its_rows(demo_tokenizer, batch):
-    from studio.packing import pack_rows
+    from studio.train.packing import pack_rows
 
     collate = make_collator(demo_tokenizer, packing=True, sequence_offsets=True)
     packs = pack_rows([dict(row) for row in batch], 256)
@@ -142,7 +142,7 @@ def test_a_batch_of_packs_collates_like_its_rows(demo_tokenizer, batch):
 
 
 def test_an_epoch_of_packed_training_is_one_step_per_pack(tmp_path, demo_tokenizer):
-    from studio.packing import pack_rows
+    from studio.train.packing import pack_rows
 
     config = default_config(str(SAMPLES_DIR / "demo-train.jsonl"), str(tmp_path / "packed"), epochs=1,
                             batch_size=1, grad_accum=1, packing=True, max_length=512)

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from studio.template import IGNORE_INDEX, encode_examples, split_reasoning, training_parts
+from studio.data.template import IGNORE_INDEX, encode_examples, split_reasoning, training_parts
 
 FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "r1-distill-chat-template.jinja"
 REASONING = "1+1=2, because one and one make two"

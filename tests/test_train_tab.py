@@ -55,7 +55,7 @@ def test_offline_hub_model_is_refused_with_the_reason(client):
 
 
 def test_estimate_shows_a_badge(client):
-    from studio.estimate import STATED_ERROR
+    from studio.train.estimate import STATED_ERROR
 
     shown = client.predict(api_name="/estimate")
     assert "fits" in shown
@@ -98,7 +98,7 @@ def test_packing_from_the_tab_and_liger_refused_without_its_package(client, stud
 
 
 def test_presets_fill_the_speed_ups_too():
-    from studio.training import PRESETS
+    from studio.train.job import PRESETS
     from studio.ui.train_tab import PRESET_FIELDS, preset_values
 
     for name, preset in PRESETS.items():

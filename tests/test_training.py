@@ -10,7 +10,7 @@ import pytest
 
 from studio.config import PROJECT_ROOT, SAMPLES_DIR
 from studio.runs import COMPLETED, FAILED, STOPPED, RunFolder, list_runs
-from studio.training import JobBusy, TrainingJob, default_config
+from studio.train.job import JobBusy, TrainingJob, default_config
 
 DEMO_TRAIN = str(SAMPLES_DIR / "demo-train.jsonl")
 
@@ -113,16 +113,16 @@ def test_injected_out_of_memory_is_reported_with_cause_and_fix(tmp_path, monkeyp
 
 
 def test_nan_loss_fails_the_run(tmp_path, monkeypatch):
-    import studio.trainer
+    import studio.train.trainer
 
-    original = studio.trainer.MetricsCallback.on_log
+    original = studio.train.trainer.MetricsCallback.on_log
 
     def poisoned(self, args, state, control, logs=None, **kwargs):
         if logs and "loss" in logs and state.global_step == 2:
             logs = {**logs, "loss": float("nan")}
         return original(self, args, state, control, logs=logs, **kwargs)
 
-    monkeypatch.setattr(studio.trainer.MetricsCallback, "on_log", poisoned)
+    monkeypatch.setattr(studio.train.trainer.MetricsCallback, "on_log", poisoned)
     status = TrainingJob(config_for(tmp_path / "nan")).run()
     assert status["state"] == FAILED and "nan" in status["cause"].lower() and "learning rate" in status["fix"]
 
@@ -207,7 +207,7 @@ def test_stop_request_through_the_run_folder(tmp_path):
 
 def test_auto_memory_settings_take_the_fastest_that_fits():
     from studio.models import Device
-    from studio.training import TrainConfig, memory_settings
+    from studio.train.job import TrainConfig, memory_settings
 
     config = TrainConfig(data="unused", output="unused", model="deepseek-ai/DeepSeek-R1-Distill-Qwen-7B", lora_r=32,
                          max_length=4096, batch_size=1, liger=True)
@@ -246,7 +246,7 @@ def test_cli_checkpointing_flag_is_recorded(tmp_path):
 def test_token_count_read_on_the_host_matches_the_trainers_own(tmp_path, monkeypatch, batch_size):
     from transformers import Trainer
 
-    from studio import trainer
+    from studio.train import trainer
 
     def tokens_seen(name):
         config = default_config(DEMO_TRAIN, str(tmp_path / name), max_steps=3, batch_size=batch_size)

@@ -46,8 +46,8 @@ def bare_parse(path: str) -> int:
 
 
 def studio_checks(path: str) -> int:
-    from studio.checks import check_dataset
-    from studio.records import load_dataset
+    from studio.data.checks import check_dataset
+    from studio.data.records import load_dataset
 
     report = check_dataset(load_dataset(path))
     return report.rows

@@ -26,10 +26,10 @@ from pathlib import Path
 
 # name -> (kind, arguments). "studio" runs `python -m studio bench`; "baseline" the reference loops.
 CONFIGS = {
-    # The studio engine: fused LoRA linear (studio.fastlora), Liger kernels, the flash kernel per sequence
+    # The studio engine: fused LoRA linear (studio.train.fastlora), Liger kernels, the flash kernel per sequence
     # (studio.attention), QLoRA without the fp32 upcast. The 4096-token configs checkpoint ("on") so that they
     # compare with the peers at their memory; the variants turn one lever on or off. The mix configs pack rows
-    # into sequences of up to 4096 tokens, one a step (studio.packing), and keep the studio's default (`auto`: no
+    # into sequences of up to 4096 tokens, one a step (studio.train.packing), and keep the studio's default (`auto`: no
     # recompute where the run fits), what a user of this GPU gets.
     "studio-lora": ("studio", ["--method", "lora", "--data", "fixed", "--liger", "--checkpointing", "on"]),
     "studio-lora-plain": ("studio", ["--method", "lora", "--data", "fixed", "--no-fused-lora", "--attention", "auto",

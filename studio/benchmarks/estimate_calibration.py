@@ -1,7 +1,7 @@
 """Peak memory and tokens/s of LoRA / QLoRA steps on a random-weight R1-Distill-Qwen-7B (Qwen2) architecture.
 
 A manual loop like the Hugging Face baseline (forward with labels under autocast, backward, AdamW
-step; median of steps 2..; torch.cuda.max_memory_allocated), with more shapes, to check studio/estimate.py.
+step; median of steps 2..; torch.cuda.max_memory_allocated), with more shapes, to check studio/train/estimate.py.
 Usage (on a GPU box): python -m studio.benchmarks.estimate_calibration OUT_JSONL NAME... ; NAME = method:targets:ckpt:batch:seq[:r]
   method lora | qlora (bench: nf4 + double quant, no prepare) | qlora-studio (prepare_model_for_kbit_training)
          | seed (bnb defaults fp4, fp16 autocast, GradScaler)

@@ -19,7 +19,7 @@ LAYERS = 50
 def build(fused: bool):
     from peft import LoraConfig, get_peft_model
 
-    from studio.fastlora import enable_fused_lora
+    from studio.train.fastlora import enable_fused_lora
 
     stack = torch.nn.Sequential(*[torch.nn.Linear(16, 16, bias=False) for _ in range(LAYERS)])
     model = get_peft_model(stack, LoraConfig(r=4, lora_alpha=4, lora_dropout=0.0,

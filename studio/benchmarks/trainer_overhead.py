@@ -3,7 +3,7 @@
     python -m studio.benchmarks.trainer_overhead MODEL_DIR [--steps 6] [--seq 4096] [--mask] [--clip]
         [--num-items] [--no-fused-lora] [--no-liger] [--attention auto|flash|cudnn|efficient|varlen]
 
-The model is built from the pieces `studio.training` uses (load_base_for_training, PEFT LoRA r=32 on all
+The model is built from the pieces `studio.train.job` uses (load_base_for_training, PEFT LoRA r=32 on all
 linear layers, the fused LoRA linear, Liger kernels, the attention `--attention` names; no collator, no
 offload) and trained by a plain loop: bf16 autocast, forward with labels, backward, fused AdamW. --mask passes
 an all-ones attention mask as the Trainer's collator does, --clip clips the gradient norm and reads it back as
@@ -31,7 +31,7 @@ def run(model_dir: str, steps: int, seq: int, mask: bool, clip: bool, num_items:
     import torch
     from peft import LoraConfig, get_peft_model
 
-    from studio.fastlora import enable_fused_lora
+    from studio.train.fastlora import enable_fused_lora
     from studio.models import ALL_LINEAR, detect_device, load_base_for_training, prefer_sdpa_backend
 
     device = "cuda" if torch.cuda.is_available() else "cpu"  # CPU: the demo model, to test this script

@@ -6,7 +6,7 @@ the same files. It takes a few minutes on two CPU cores.
 
 The model is a tiny Qwen2 (the architecture of R1-Distill-Qwen) with a byte-level BPE tokenizer that
 carries the R1 special tokens and the official R1-Distill chat template. It is pretrained on generated
-arithmetic word problems through `studio.template.encode_examples`, the same text the studio trains on,
+arithmetic word problems through `studio.data.template.encode_examples`, the same text the studio trains on,
 so it answers in the R1 shape: reasoning, `</think>`, then "The answer is 8." — never boxed, which is
 the skill the demo fine-tuning set teaches.
 """
@@ -175,7 +175,7 @@ def padded_batch(examples, pad_id: int):
     """Right-padded tensors; padding is masked out of attention and loss."""
     import torch
 
-    from studio.template import IGNORE_INDEX
+    from studio.data.template import IGNORE_INDEX
 
     width = max(len(example) for example in examples)
     input_ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
@@ -209,7 +209,7 @@ def pretrain(model, tokenizer, conversations, settings: BuildSettings, log=print
     """Next-token training on the replies (prompt masked), AdamW with warmup and cosine decay."""
     import torch
 
-    from studio.template import encode_examples
+    from studio.data.template import encode_examples
 
     examples = encode_examples(tokenizer, conversations)
     longest = max(len(example) for example in examples)
@@ -316,7 +316,7 @@ only small arithmetic word problems in English and Chinese.
 
 Everything is generated and seeded (`studio/demo/data.py`, seed {seed}): the corpus of
 {conversations} conversations, the tokenizer, and {steps} steps of pretraining (batch {batch_size},
-AdamW lr {learning_rate}) on the replies only, through `studio.template.encode_examples`; the final
+AdamW lr {learning_rate}) on the replies only, through `studio.data.template.encode_examples`; the final
 training loss was {final_loss:.3f}. A build takes 3–4 minutes on two free CPU cores, and on the same
 software gives the same files, weights included.
 """

@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
-from studio.template import join_reasoning
+from studio.data.template import join_reasoning
 
 DEFAULT_SEED = 1234
 

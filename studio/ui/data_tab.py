@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import gradio as gr
 
-from studio import dataview
-from studio.checks import EXPORT_STYLES, FIXES
+from studio.data import view as dataview
+from studio.data.checks import EXPORT_STYLES, FIXES
 from studio.config import DEFAULT_MAX_LENGTH, DEFAULT_MODEL, KNOWN_MODELS, SAMPLE_DATASETS, SAMPLES_DIR
 from studio.config import on_space
-from studio.records import FORMATS, looks_like_hub_id
+from studio.data.records import FORMATS, looks_like_hub_id
 from studio.ui.layout import core_progress, intro, user_errors
-from studio.validate import fix_and_save, validate
+from studio.data.validate import fix_and_save, validate
 
 DEFAULT_FIXES = ["convert_foreign", "repair_unopened", "drop_errors", "drop_duplicates"]
 MAPPING_FIELDS = ("prompt", "response", "reasoning", "turns")

@@ -8,10 +8,10 @@ import logging
 
 import gradio as gr
 
-from studio.generate import ModelBusy
+from studio.chat.generate import ModelBusy
 from studio.models import ModelNotFound, UnsupportedSetup
-from studio.records import DatasetUnreadable
-from studio.training import JobBusy
+from studio.data.records import DatasetUnreadable
+from studio.train.job import JobBusy
 
 log = logging.getLogger("studio.ui")
 

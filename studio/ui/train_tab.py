@@ -6,10 +6,11 @@ import time
 
 import gradio as gr
 
-from studio import spaces, trainview
+from studio import spaces
+from studio.train import view as trainview
 from studio.config import DEFAULT_MODEL, DEMO_MODEL, KNOWN_MODELS, SAMPLES_DIR
 from studio.models import check_model_available
-from studio.training import (CHECKPOINTING, DEMO_PRESET, PRESETS, TrainConfig, available_trackers, default_config,
+from studio.train.job import (CHECKPOINTING, DEMO_PRESET, PRESETS, TrainConfig, available_trackers, default_config,
                              liger_by_default)
 from studio.ui.layout import intro, number, user_errors
 from studio.workspace import workspace

@@ -2,7 +2,7 @@
 
 import json
 
-from studio.checks import CODES
+from studio.data.checks import CODES
 from studio.config import SAMPLES_DIR
 from tests.browser.conftest import open_tab, save_screenshot, wait_until
 

@@ -69,7 +69,7 @@ def test_train_watch_reload_stop_resume(page):
 @pytest.fixture(scope="module")
 def demo_run():
     """The newest completed demo run (the one the test above made), or a short one made here when run alone."""
-    from studio.training import default_config
+    from studio.train.job import default_config
     from studio.workspace import workspace
 
     for run in workspace().history():

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Callable
 
 
-from studio.generate import BASE, LORA, ChatEngine, Reply, SamplingSettings
+from studio.chat.generate import BASE, LORA, ChatEngine, Reply, SamplingSettings
 
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 DEMO_PATTERN = r"\\boxed\{"
@@ -27,8 +27,8 @@ class Prompt:
 
 def read_prompts(path: str | Path) -> list[Prompt]:
     """Rows with `prompt` (or `query`/`question`/`instruction`) and an optional `reference`, from any file the
-    Data tab reads (studio.records: JSONL, JSON, CSV, Parquet); a .txt file holds one prompt per line."""
-    from studio.records import DatasetUnreadable, read_raw_rows
+    Data tab reads (studio.data.records: JSONL, JSON, CSV, Parquet); a .txt file holds one prompt per line."""
+    from studio.data.records import DatasetUnreadable, read_raw_rows
 
     path = Path(path)
     if not path.exists():

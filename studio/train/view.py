@@ -82,7 +82,7 @@ BADGE_STYLES = {"fits": ("✅", "fits on your device"), "tight": ("⚠️", "tig
 
 def estimate_markdown(config) -> str:
     """The memory/time estimate as a badge line plus the breakdown, for the settings as they stand."""
-    from studio.estimate import STATED_ERROR, estimate_config, memory_setting_words
+    from studio.train.estimate import STATED_ERROR, estimate_config, memory_setting_words
 
     try:
         estimate = estimate_config(config)

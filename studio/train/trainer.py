@@ -1,6 +1,6 @@
 """The transformers Trainer as the studio runs it: a lighter step, and a callback that feeds the run folder.
 
-TrainingJob (studio.training) builds both, importing this module only when a run starts (the Trainer's imports
+TrainingJob (studio.train.job) builds both, importing this module only when a run starts (the Trainer's imports
 take seconds, which the app's start-up should not wait for); nothing here imports gradio.
 """
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from studio.generate import Reply, history_without_reasoning
+from studio.chat.generate import Reply, history_without_reasoning
 
 COMPARE_COLUMNS = ["prompt", "reference", "base answer", "LoRA answer", "base reasoning tokens",
                    "LoRA reasoning tokens", "base format", "LoRA format", "base matches", "LoRA matches"]

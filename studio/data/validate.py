@@ -6,9 +6,9 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from studio.checks import FixResult, Report, apply_fixes, check_dataset, export_jsonl
+from studio.data.checks import FixResult, Report, apply_fixes, check_dataset, export_jsonl
 from studio.config import DATASETS_DIR, DEFAULT_MAX_LENGTH, DEFAULT_MODEL
-from studio.records import load_dataset
+from studio.data.records import load_dataset
 
 
 def validate(

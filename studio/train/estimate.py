@@ -251,7 +251,7 @@ QLORA_DEQUANT_S_PER_PARAM_PASS = (4096 / 7270 - 4096 / 7379) / (3 * 6_525_288_44
 QLORA_HOST_FLOOR_FACTOR = 1.8  # bitsandbytes' Python layers: 0.55 s vs 0.31 s at 1 × 1024 on the H200
 
 
-# The fast path (studio.fastlora + Liger), 2026-11-28 on the H200, 7B, r=32, 1 × 4096, checkpointing, `python -m
+# The fast path (studio.train.fastlora + Liger), 2026-11-28 on the H200, 7B, r=32, 1 × 4096, checkpointing, `python -m
 # studio.benchmarks.compare_engines`: LoRA 10,239 tok/s at 16.68 GiB, QLoRA (no upcast) 8,444 at 7.80 GiB. The
 # fused LoRA linear keeps no second copy of each adapted input and makes none of PEFT's passes over it, so the
 # per-layer copy term goes and the memory-bound side path shrinks to what this fits: 0.400 s a step against
@@ -259,7 +259,7 @@ QLORA_HOST_FLOOR_FACTOR = 1.8  # bitsandbytes' Python layers: 0.55 s vs 0.31 s a
 FUSED_LORA_SIDE_S_PER_UNIT_TOKEN_PASS = 5.8e-13
 # bitsandbytes dequantizes every 4-bit weight in each pass (forward, recompute, backward): 0.485 vs 0.400 s.
 FUSED_QLORA_DEQUANT_S_PER_PARAM_PASS = (4096 / 8444 - 4096 / 10239) / (3 * 6_525_288_448)
-# studio.offload: measured 16.68 → 16.28 GiB (LoRA) and 7.80 → 7.39 GiB (QLoRA): about half of the saved
+# studio.train.offload: measured 16.68 → 16.28 GiB (LoRA) and 7.80 → 7.39 GiB (QLoRA): about half of the saved
 # layer inputs leave the peak (the peak moves to the recompute of one layer, with a prefetched input beside
 # it); 3 % slower for LoRA (9,922 vs 10,239 tok/s), no slower for QLoRA (8,562 vs 8,444).
 OFFLOAD_SAVED_FRACTION_FREED = 0.40 / 0.77

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import pandas as pd
 
-from studio.checks import CODES, ERROR, Report
-from studio.records import FORMAT_DESCRIPTIONS
-from studio.template import split_reasoning
+from studio.data.checks import CODES, ERROR, Report
+from studio.data.records import FORMAT_DESCRIPTIONS
+from studio.data.template import split_reasoning
 
 SUMMARY_COLUMNS = ["code", "severity", "rows", "why it matters"]
 PROBLEM_COLUMNS = ["row", "code", "severity", "excerpt", "what to do"]

@@ -81,10 +81,10 @@ def run_bench(*, name: str = "studio", model: str | None = None, method: str = "
               qlora_upcast: bool = False, attention: str = "varlen", profile_dir: str | None = None,
               out_dir: str | None = None) -> BenchResult:
     from studio.benchmarks.synthetic_data import write
-    from studio.estimate import ModelShape, flops_per_token, gpu_spec
+    from studio.train.estimate import ModelShape, flops_per_token, gpu_spec
     from studio.models import detect_device
     from studio.runs import COMPLETED
-    from studio.training import TrainConfig, TrainingJob
+    from studio.train.job import TrainConfig, TrainingJob
 
     target = resolve_bench_model(model)
     device = detect_device()

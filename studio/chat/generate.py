@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Iterator
 
 from studio.config import DEFAULT_TEMPERATURE, DEFAULT_TOP_P, THINK_OPEN
-from studio.template import prompt_text, split_reasoning
+from studio.data.template import prompt_text, split_reasoning
 
 BASE, LORA = "base", "lora"
 DEMO_MAX_NEW_TOKENS = 256  # the demo model's replies are short; real R1 reasoning needs thousands

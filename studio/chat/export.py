@@ -8,7 +8,7 @@ import time
 import zipfile
 from pathlib import Path
 
-from studio.generate import resolve_adapter
+from studio.chat.generate import resolve_adapter
 from studio.runs import run_of_adapter
 
 QLORA_MERGE_NOTE = (

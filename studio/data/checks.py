@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 from studio.config import DEFAULT_MAX_LENGTH, FOREIGN_THINK_TAGS, THINK_CLOSE, THINK_OPEN
-from studio.records import Dataset, Record, dumps_jsonl, paused_gc
+from studio.data.records import Dataset, Record, dumps_jsonl, paused_gc
 
 ERROR, WARNING = "error", "warning"
 
@@ -301,7 +301,7 @@ def _check_rows(dataset: Dataset, progress) -> Report:
 def measure_lengths(report: Report, tokenizer, max_length: int,
                     progress: Callable[[float, str], None] | None = None, batch: int = 1000) -> LengthStats:
     """Tokenize the rows that have no error exactly as training will, flag those over max_length."""
-    from studio.template import encode_examples
+    from studio.data.template import encode_examples
 
     errors = report.error_rows
     label = report.dataset.row_label()

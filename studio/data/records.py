@@ -18,7 +18,7 @@ from pathlib import Path
 
 import orjson  # several times faster than json.loads; the checks must keep up with a bare parse
 
-from studio.template import join_reasoning
+from studio.data.template import join_reasoning
 
 FORMATS = ("query_response", "conversation", "messages", "alpaca", "sharegpt", "reasoning_field")
 FORMAT_DESCRIPTIONS = {

@@ -1,6 +1,6 @@
 """A training job: LoRA / QLoRA through the transformers Trainer, in a background thread or in the foreground.
 
-The loss covers the assistant's reasoning and answer (studio.template keeps the `<think>` content the
+The loss covers the assistant's reasoning and answer (studio.data.template keeps the `<think>` content the
 official chat template would delete). Metrics go to a thread-safe store and to the run folder; stop is
 graceful at the next step and saves the adapter; a failure is written down with its cause and a fix.
 """
@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from studio.config import DEFAULT_MAX_LENGTH, DEFAULT_MODEL, DEMO_MODEL
-from studio.estimate import memory_setting_words
+from studio.train.estimate import memory_setting_words
 from studio.models import SDPA_BACKENDS, prefer_sdpa_backend
 from studio.runs import COMPLETED, FAILED, RUNNING, STOPPED, RunFolder
 
@@ -52,12 +52,12 @@ class TrainConfig:
     save_steps: int = 0  # 0: checkpoint only when stopping and at the end
     seed: int = 42
     gradient_checkpointing: bool | None = None  # None: off when the run fits without it (GPU), off on CPU
-    # Padding-free: rows packed into sequences of at most max_length tokens (studio.packing; batch_size then counts
+    # Padding-free: rows packed into sequences of at most max_length tokens (studio.train.packing; batch_size then counts
     # those), a batch becomes one row with per-sequence positions.
     packing: bool = False
     liger: bool = False  # Liger kernels (fused linear cross-entropy: no 152k-wide logits in memory)
-    fused_lora: bool = True  # studio.fastlora: PEFT's LoRA math in two fused matmul-adds (same result)
-    # Checkpointed layer inputs in pinned CPU memory instead of the GPU (studio.offload). None, like
+    fused_lora: bool = True  # studio.train.fastlora: PEFT's LoRA math in two fused matmul-adds (same result)
+    # Checkpointed layer inputs in pinned CPU memory instead of the GPU (studio.train.offload). None, like
     # gradient_checkpointing=None: the estimate's fastest setting that fits the GPU (memory_settings).
     offload_checkpoints: bool | None = None
     # QLoRA: PEFT's k-bit preparation (fp32 norms, embeddings and head). Off: measured on the 7B at 4096
@@ -173,9 +173,9 @@ class PreparedData:
 
 def prepare_data(config: TrainConfig, tokenizer) -> PreparedData:
     """Read any file the validator reads, leave out rows with errors, encode with the reasoning kept."""
-    from studio.checks import trainable_messages
-    from studio.template import encode_examples
-    from studio.validate import validate
+    from studio.data.checks import trainable_messages
+    from studio.data.template import encode_examples
+    from studio.data.validate import validate
 
     report = validate(config.data, lengths=False)
     errors = report.error_rows
@@ -198,7 +198,7 @@ def prepare_data(config: TrainConfig, tokenizer) -> PreparedData:
 def make_collator(tokenizer, packing: bool, one_row: bool = False, sequence_offsets: bool = False):
     """Pad a batch (labels with -100), or pack it padding-free.
 
-    Packing concatenates the batch (its packs' rows, studio.packing) into one row and restarts `position_ids`
+    Packing concatenates the batch (its packs' rows, studio.train.packing) into one row and restarts `position_ids`
     at each sequence; with no attention mask, the attention kernels keep every sequence to itself, so no
     token is spent on padding and the loss is the same token mean as unpacked (a test checks this). With
     `one_row` (batch size 1) there is no padding, so the all-ones mask is dropped: the model then skips
@@ -207,10 +207,10 @@ def make_collator(tokenizer, packing: bool, one_row: bool = False, sequence_offs
     """
     from transformers import DataCollatorForSeq2Seq, DataCollatorWithFlattening
 
-    from studio.template import IGNORE_INDEX
+    from studio.data.template import IGNORE_INDEX
 
     if packing:
-        from studio.packing import flatten_packs
+        from studio.train.packing import flatten_packs
 
         flatten = DataCollatorWithFlattening(return_position_ids=True, return_flash_attn_kwargs=sequence_offsets)
         return lambda features: flatten(flatten_packs(features))
@@ -233,11 +233,11 @@ CHECKPOINTING = {"auto": (None, None), "on": (True, False), "offload": (True, Tr
 
 def memory_settings(config: TrainConfig, device) -> tuple[bool, bool]:
     """(gradient checkpointing, offload): what the config says, and for `None` (auto) on a GPU the fastest
-    measured setting that fits its memory (studio.estimate.plan_memory: no recompute when it fits — about
+    measured setting that fits its memory (studio.train.estimate.plan_memory: no recompute when it fits — about
     40 % faster — then checkpointing, then checkpointing with the saved inputs in CPU memory)."""
     if device.kind != "cuda":
         return bool(config.gradient_checkpointing), False  # CPU: activations are in system memory anyway
-    from studio.estimate import estimate_config
+    from studio.train.estimate import estimate_config
 
     try:
         planned = estimate_config(config, device)  # keeps the explicit settings, plans the `None` ones
@@ -254,14 +254,14 @@ def memory_settings(config: TrainConfig, device) -> tuple[bool, bool]:
 def explain_failure(error: BaseException, config: TrainConfig) -> tuple[str, str]:
     """(cause, fix) for the status file and the UI."""
     from studio.models import ModelNotFound, UnsupportedSetup
-    from studio.records import DatasetUnreadable
+    from studio.data.records import DatasetUnreadable
 
     text = f"{type(error).__name__}: {error}"
     if "out of memory" in str(error).lower() or type(error).__name__ == "OutOfMemoryError":
         fix = (f"Lower batch_size ({config.batch_size}) or max_length ({config.max_length}), keep gradient "
                "checkpointing on" + (", or switch to QLoRA (4-bit weights)" if config.method == "lora" else ""))
         return "The GPU ran out of memory.", fix + "."
-    if type(error).__name__ == "NonFiniteLoss":  # studio.trainer's; not imported here for a name check
+    if type(error).__name__ == "NonFiniteLoss":  # studio.train.trainer's; not imported here for a name check
         return str(error), ("Lower the learning rate (try half), keep bf16 rather than fp16, and check the data "
                             "for empty or huge rows.")
     if isinstance(error, (DatasetUnreadable, ModelNotFound, UnsupportedSetup, ValueError)):
@@ -382,7 +382,7 @@ class TrainingJob:
         from transformers import PrinterCallback, TrainingArguments
 
         from studio.models import ALL_LINEAR, ATTENTION_ONLY, detect_device, load_base_for_training, load_tokenizer
-        from studio.trainer import MetricsCallback, StudioTrainer
+        from studio.train.trainer import MetricsCallback, StudioTrainer
 
         config = self.config
         device = detect_device()
@@ -403,7 +403,7 @@ class TrainingJob:
                           bias="none", task_type="CAUSAL_LM")
         model = get_peft_model(model, lora)
         if config.fused_lora:
-            from studio.fastlora import enable_fused_lora
+            from studio.train.fastlora import enable_fused_lora
 
             enable_fused_lora(model)
         collator = make_collator(tokenizer, config.packing, one_row=config.batch_size == 1,
@@ -439,7 +439,7 @@ class TrainingJob:
         )
         train = data.train
         if config.packing:
-            from studio.packing import pack_rows
+            from studio.train.packing import pack_rows
 
             train = pack_rows(train, config.max_length)
         trainer = StudioTrainer(model=model, args=arguments, train_dataset=train,
