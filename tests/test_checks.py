@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from studio.data.checks import CODES, ERROR, WARNING, apply_fixes, check_dataset, export_jsonl, repair_reply
+from studio.data.checks import CODES, ERROR, WARNING, apply_fixes, check_dataset, repair_reply
+from studio.data.export import export_jsonl
 from studio.data.records import load_dataset
 
 GOOD_REPLY = "<think>\n3 + 5 = 8.\n</think>\n\nThe answer is 8."

@@ -25,7 +25,7 @@ def test_json_contract_on_the_broken_sample():
     code, out, _ = run(BROKEN, "--json")
     report = json.loads(out)
     assert code == 1
-    assert set(report) == {"path", "format", "rows", "valid_rows", "summary", "issues", "lengths"}
+    assert set(report) == {"path", "format", "mapping", "alternatives", "rows", "valid_rows", "summary", "issues", "lengths"}
     assert report["format"] == "conversation" and report["rows"] == 21
     assert set(report["summary"]) == set(CODES)
     assert sum(report["summary"].values()) == len(report["issues"])

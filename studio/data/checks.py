@@ -10,11 +10,10 @@ import bisect
 import re
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable
 
 from studio.config import DEFAULT_MAX_LENGTH, FOREIGN_THINK_TAGS, THINK_CLOSE, THINK_OPEN
-from studio.data.records import Dataset, Record, dumps_jsonl, paused_gc
+from studio.data.records import Dataset, Record, paused_gc
 
 ERROR, WARNING = "error", "warning"
 
@@ -35,6 +34,11 @@ CODES: dict[str, CodeInfo] = {
     "nested_think": CodeInfo(ERROR, "<think> inside <think> is not R1's format and confuses the model."),
     "empty_answer": CodeInfo(ERROR, "Reasoning with no answer after </think> teaches the model to stop there."),
     "bad_roles": CodeInfo(ERROR, "Turns must alternate user/assistant and end with the assistant."),
+    "missing_field": CodeInfo(ERROR, "A field the mapping names is not in the row, so its text cannot be found."),
+    "wrong_type": CodeInfo(ERROR, "A role or text is an object, list or number where text was expected."),
+    "text_before_think": CodeInfo(ERROR, "Text before <think> trains the tag inside the reasoning, not at its start."),
+    "stray_close_think": CodeInfo(ERROR, "A second </think> is trained into the answer as a literal tag."),
+    "tag_in_answer": CodeInfo(ERROR, "A reasoning or solution marker left in the answer is trained as answer text."),
     "unopened_think": CodeInfo(WARNING, "Raw R1 output lacks the opening <think>; repairable by adding it."),
     "multiple_think": CodeInfo(WARNING, "R1 reasons once per reply; several blocks are trained as answer text."),
     "empty_think": CodeInfo(WARNING, "Empty reasoning teaches the model to skip thinking."),
@@ -61,11 +65,14 @@ class LengthStats:
     max_length: int
     lengths: dict[int, int] = field(repr=False)  # row number -> tokens, rows without errors only
     reasoning_tokens: dict[int, int] = field(repr=False)
+    tokenizer: str | None = None  # what measured: the model's tokenizer, named for the report
+    exact: bool | None = None  # True: the counts are the model's own; False: an estimate from another vocabulary
 
     def summary(self, bins: int = 20) -> dict:
         values = sorted(self.lengths.values())
+        measured_by = {"tokenizer": self.tokenizer, "exact": self.exact}
         if not values:
-            return {"count": 0, "max_length": self.max_length}
+            return {"count": 0, "max_length": self.max_length, **measured_by}
 
         def percentile(fraction: float) -> int:
             return values[min(len(values) - 1, int(fraction * len(values)))]
@@ -81,7 +88,7 @@ class LengthStats:
             "min": values[0], "mean": round(sum(values) / len(values), 1),
             "p50": percentile(0.5), "p90": percentile(0.9), "p95": percentile(0.95), "p99": percentile(0.99),
             "max": values[-1], "over_max_length": len(values) - bisect.bisect_right(values, self.max_length),
-            "histogram": {"edges": edges, "counts": counts},
+            "histogram": {"edges": edges, "counts": counts}, **measured_by,
         }
 
 
@@ -118,6 +125,8 @@ class Report:
         return {
             "path": self.dataset.source,
             "format": self.dataset.format,
+            "mapping": self.dataset.mapping.to_json() if self.dataset.mapping else None,
+            "alternatives": [mapping.to_json() for mapping in self.dataset.alternatives],
             "rows": self.rows,
             "valid_rows": self.valid_rows,
             "summary": self.summary,
@@ -390,8 +399,8 @@ def apply_fixes(report: Report, fixes: set[str], *, tokenizer=None,
             changed["repair_unopened"] += repaired != converted
             if repaired != reply:
                 messages = messages[:-1] + [("assistant", repaired)]
-        records.append(Record(record.number, messages, record.problem))
-    fixed = Dataset(source.source, source.kind, source.mapping, records)
+        records.append(Record(record.number, messages, record.problem, record.extra))
+    fixed = Dataset(source.source, source.kind, source.mapping, records, source.alternatives)
     recheck = check_dataset(fixed, tokenizer=tokenizer, max_length=max_length)
     drop: set[int] = set()
     if "drop_errors" in fixes:
@@ -404,26 +413,6 @@ def apply_fixes(report: Report, fixes: set[str], *, tokenizer=None,
             changed[fix] = len(rows)
     if drop:
         fixed = Dataset(source.source, source.kind, source.mapping,
-                        [record for record in records if record.number not in drop])
+                        [record for record in records if record.number not in drop], source.alternatives)
         recheck = check_dataset(fixed, tokenizer=tokenizer, max_length=max_length)
     return FixResult(fixed, recheck, changed)
-
-
-EXPORT_STYLES = ("conversation", "messages")
-
-
-def export_jsonl(dataset: Dataset, path: str | Path | None = None, style: str = "conversation") -> tuple[bytes, int]:
-    """The dataset as JSON Lines in the seed `conversation` or OpenAI `messages` layout.
-
-    Returns (bytes, rows left out): rows that could not be read have no messages to write.
-    """
-    if style not in EXPORT_STYLES:
-        raise ValueError(f"unknown export style {style!r}; choose {' or '.join(EXPORT_STYLES)}")
-    rows = [
-        {style: [{"role": role, "content": content} for role, content in record.messages]}
-        for record in dataset.records if not record.problem
-    ]
-    data = dumps_jsonl(rows)
-    if path is not None:
-        Path(path).write_bytes(data)
-    return data, len(dataset.records) - len(rows)

@@ -62,6 +62,11 @@ class FieldMapping:
         fields = {k: v for k, v in self.__dict__.items() if k != "format" and v}
         return f"{self.format} (" + ", ".join(f"{k}={v!r}" for k, v in fields.items()) + ")"
 
+    def to_json(self) -> dict:
+        """The mapping as the report states it: the layout and the field that holds each part."""
+        return {"layout": self.format, "prompt": self.prompt, "reasoning": self.reasoning,
+                "answer": self.response, "system": self.system, "turns": self.turns, "input": self.input}
+
 
 DEFAULT_MAPPINGS = {
     "query_response": FieldMapping("query_response", prompt="query", response="response"),
@@ -77,6 +82,7 @@ class Record:
     number: int  # 1-based line (JSONL) or record (other sources)
     messages: list[tuple[str, str]] = field(default_factory=list)
     problem: tuple[str, str] | None = None  # (code, message) when the row could not be read or mapped
+    extra: dict | None = None  # the source row's fields the mapping did not read, kept for export
 
 
 @dataclass
@@ -85,6 +91,7 @@ class Dataset:
     kind: str  # jsonl | json | csv | parquet | hub
     mapping: FieldMapping | None
     records: list[Record]
+    alternatives: list[FieldMapping] = field(default_factory=list)  # other mappings that fit, best first
     _by_number: dict[int, Record] | None = field(default=None, repr=False, compare=False)
 
     def record(self, number: int) -> Record:

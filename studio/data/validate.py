@@ -6,7 +6,8 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from studio.data.checks import FixResult, Report, apply_fixes, check_dataset, export_jsonl
+from studio.data.checks import FixResult, Report, apply_fixes, check_dataset
+from studio.data.export import DEFAULT_EXPORT_STYLE, export_jsonl
 from studio.config import DATASETS_DIR, DEFAULT_MAX_LENGTH, DEFAULT_MODEL
 from studio.data.records import load_dataset
 
@@ -38,7 +39,7 @@ def validate(
     return check_dataset(dataset, tokenizer=tokenizer, max_length=max_length, progress=progress)
 
 
-def fix_and_save(report: Report, fixes: set[str], *, style: str = "conversation", model: str | None = None,
+def fix_and_save(report: Report, fixes: set[str], *, style: str = DEFAULT_EXPORT_STYLE, model: str | None = None,
                  max_length: int = DEFAULT_MAX_LENGTH, folder: Path | None = None) -> tuple[FixResult, Path]:
     """Apply fixes, then write the cleaned set as JSONL next to the studio's other datasets."""
     tokenizer = None

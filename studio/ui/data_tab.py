@@ -5,7 +5,8 @@ from __future__ import annotations
 import gradio as gr
 
 from studio.data import view as dataview
-from studio.data.checks import EXPORT_STYLES, FIXES
+from studio.data.checks import FIXES
+from studio.data.export import DEFAULT_EXPORT_STYLE, EXPORT_STYLES
 from studio.config import DEFAULT_MAX_LENGTH, DEFAULT_MODEL, KNOWN_MODELS, SAMPLE_DATASETS, SAMPLES_DIR
 from studio.config import on_space
 from studio.data.records import FORMATS, looks_like_hub_id
@@ -150,7 +151,7 @@ def build(cleaned_dataset: gr.State) -> None:
                                      label="Fixes", elem_id="data-fixes",
                                      info="Rows with errors are left out of training anyway; these make it explicit.")
             with gr.Column():
-                style = gr.Radio(choices=list(EXPORT_STYLES), value="conversation", label="Export layout",
+                style = gr.Radio(choices=list(EXPORT_STYLES), value=DEFAULT_EXPORT_STYLE, label="Export layout",
                                  elem_id="data-style", info="Both train the same; pick what your other tools read.")
                 apply_button = gr.Button("Apply fixes", variant="primary", elem_id="data-apply")
                 download = gr.DownloadButton("Download cleaned file", visible=False, elem_id="data-download")
