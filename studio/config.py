@@ -28,6 +28,10 @@ KNOWN_MODELS = {
 }
 
 DEFAULT_MAX_LENGTH = 4096
+# Whose tokenizer measures lengths in the Data tab and `validate` unless the user names the model they will train:
+# the base the studio is made for, not the demo (whose toy vocabulary counts 1.6-3.1x the tokens). Offline its
+# vocabulary is built from a package (studio.data.tokenizer).
+DEFAULT_LENGTH_MODEL = "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B"
 
 # Sampling, as DeepSeek recommends for R1 models.
 DEFAULT_TEMPERATURE = 0.6
@@ -35,11 +39,24 @@ DEFAULT_TOP_P = 0.95
 
 THINK_OPEN = "<think>"
 THINK_CLOSE = "</think>"
-# Reasoning delimiters other tools emit that the studio can convert to <think>…</think>.
+# Reasoning delimiters other tools emit that the studio can convert to <think>…</think> (opening, closing).
+# In a reply with <think> reasoning, any of them left after </think> is an error (`tag_in_answer`).
 FOREIGN_THINK_TAGS = (
-    ("<|begin_of_thought|>", "<|end_of_thought|>"),
-    ("<thinking>", "</thinking>"),
-    ("<reasoning>", "</reasoning>"),
+    ("<|begin_of_thought|>", "<|end_of_thought|>"),  # Sky-T1, Bespoke-Stratos, OpenThoughts
+    ("<thinking>", "</thinking>"),  # prompted models, many community fine-tunes
+    ("<reasoning>", "</reasoning>"),  # GRPO recipes, reasoning fine-tunes
+    ("<thought>", "</thought>"),  # EXAONE Deep
+    ("◁think▷", "◁/think▷"),  # Kimi (the triangles are not ASCII brackets)
+    ("<seed:think>", "</seed:think>"),  # ByteDance Seed-OSS
+    ("[THINK]", "[/THINK]"),  # Mistral Magistral
+    ("<|START_THINKING|>", "<|END_THINKING|>"),  # Cohere Command A / R7B
+    ("<start_working_out>", "<end_working_out>"),  # Unsloth GRPO notebooks
+)
+# Markers some sets wrap the final answer in (opening, closing): R1 answers carry none. The 'convert foreign
+# tags' fix removes them from the answer and keeps what they wrap; one left in the answer is `tag_in_answer`.
+SOLUTION_MARKERS = (
+    ("<|begin_of_solution|>", "<|end_of_solution|>"),  # Sky-T1, Bespoke-Stratos, OpenThoughts
+    ("<|START_RESPONSE|>", "<|END_RESPONSE|>"),  # Cohere Command A / R7B
 )
 
 SAMPLE_DATASETS = {

@@ -12,7 +12,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable
 
-from studio.config import DEFAULT_MAX_LENGTH, FOREIGN_THINK_TAGS, THINK_CLOSE, THINK_OPEN
+from studio.config import DEFAULT_MAX_LENGTH, FOREIGN_THINK_TAGS, SOLUTION_MARKERS, THINK_CLOSE, THINK_OPEN
 from studio.data.records import Dataset, Record, paused_gc
 
 ERROR, WARNING = "error", "warning"
@@ -40,7 +40,7 @@ CODES: dict[str, CodeInfo] = {
     "stray_close_think": CodeInfo(ERROR, "A second </think> is trained into the answer as a literal tag."),
     "tag_in_answer": CodeInfo(ERROR, "A reasoning or solution marker left in the answer is trained as answer text."),
     "unopened_think": CodeInfo(WARNING, "Raw R1 output lacks the opening <think>; repairable by adding it."),
-    "multiple_think": CodeInfo(WARNING, "R1 reasons once per reply; several blocks are trained as answer text."),
+    "multiple_think": CodeInfo(ERROR, "R1 reasons once; later <think> blocks are trained, tags and all, as answer text."),
     "empty_think": CodeInfo(WARNING, "Empty reasoning teaches the model to skip thinking."),
     "think_outside_assistant": CodeInfo(WARNING, "Think tags in a user/system turn are usually pasted by mistake."),
     "foreign_think_tags": CodeInfo(WARNING, "Reasoning in other tags is not seen as reasoning; convertible to <think>."),
@@ -139,61 +139,150 @@ class Report:
 # Row checks
 
 _TAG = re.compile(r"</?think>")
+_SOLUTION_TAGS = frozenset(tag for pair in SOLUTION_MARKERS for tag in pair)
+
+
+def _alternatives(tags) -> str:
+    return "|".join(re.escape(tag) for tag in sorted(tags, key=len, reverse=True))
+
+
+# Every reasoning or solution marker other than <think>/</think>: none may be left in the answer.
+_MARKERS = {tag for pair in FOREIGN_THINK_TAGS for tag in pair} | _SOLUTION_TAGS
+_ANSWER_MARKER = re.compile(_alternatives(_MARKERS))
+# The fast path only searches an answer holding one of these characters (every marker starts with one).
+assert all(tag[0] in "<[◁" for tag in _MARKERS), "a new marker needs its first character in _clean_single_turn"
+_SOLUTION_OPEN = re.compile(r"[ \t]*(?:%s)\s*" % _alternatives(opening for opening, _ in SOLUTION_MARKERS))
+_SOLUTION_CLOSE = re.compile(r"\s*(?:%s)[ \t]*" % _alternatives(closing for _, closing in SOLUTION_MARKERS))
+# The fix names as messages quote them; a message names a fix only where that fix changes the row.
+CONVERT_HINT = "the 'convert foreign tags' fix"
+REPAIR_HINT = "the 'repair <think>' fix"
+
+
+def _foreign_pair(reply: str) -> tuple[str, str] | None:
+    """The foreign reasoning pair whose marker comes first in the reply."""
+    best, best_at = None, len(reply)
+    for pair in FOREIGN_THINK_TAGS:
+        for tag in pair:
+            at = reply.find(tag, 0, best_at)
+            if at >= 0:
+                best, best_at = pair, at
+    return best
+
+
+def _convert_foreign(reply: str) -> str:
+    """'convert foreign tags': foreign reasoning tags -> <think>…</think> in a reply with no think tag,
+    then the solution markers out of the answer (what they wrap stays the answer)."""
+    if THINK_OPEN not in reply and THINK_CLOSE not in reply:
+        pair = _foreign_pair(reply)
+        if pair:
+            reply = reply.replace(pair[0], THINK_OPEN).replace(pair[1], THINK_CLOSE)
+    close = reply.find(THINK_CLOSE)
+    if close >= 0:
+        start = close + len(THINK_CLOSE)
+        answer = reply[start:]
+        if any(tag in answer for tag in _SOLUTION_TAGS):
+            reply = reply[:start] + _SOLUTION_CLOSE.sub("", _SOLUTION_OPEN.sub("", answer))
+    return reply
 
 
 def _check_reply(reply: str, where: str) -> list[tuple[str, str]]:
     """Think-tag checks of the final assistant reply."""
-    found = []
-    tags = [(match.group(), match.start(), match.end()) for match in _TAG.finditer(reply)]
-    if not tags:
-        foreign = next((pair for pair in FOREIGN_THINK_TAGS if pair[0] in reply or pair[1] in reply), None)
-        if foreign:
-            return [("foreign_think_tags",
-                     f"{where}: the reasoning is in {foreign[0]}…{foreign[1]} instead of <think>…</think>; "
-                     "apply the 'convert foreign tags' fix")]
+    if _TAG.search(reply):
+        return _check_think_tags(reply, where)
+    pair = _foreign_pair(reply)
+    if pair is None:
         return [("missing_think",
                  f"{where}: the assistant reply has no <think>…</think> reasoning; add the chain of thought "
                  "or drop the row")]
-    depth = deepest = blocks = 0
-    unopened = False
-    reasoning_start = reasoning_end = None
-    for tag, start, end in tags:
-        if tag == THINK_OPEN:
+    opening, closing = pair
+    converted = _convert_foreign(reply)
+    removed = sum(map(reply.count, _SOLUTION_TAGS)) > sum(map(converted.count, _SOLUTION_TAGS))
+    solution = " (it also removes the solution markers from the answer)" if removed else ""
+    # Training converts the row the same way, so what is wrong with the converted reply is checked here too.
+    return [("foreign_think_tags",
+             f"{where}: the reasoning is in {opening}…{closing} instead of <think>…</think>; "
+             f"apply {CONVERT_HINT}{solution}")] + _check_think_tags(
+        converted, f"{where}, once {CONVERT_HINT} has turned {opening}…{closing} into <think>…</think>")
+
+
+def _check_think_tags(reply: str, where: str) -> list[tuple[str, str]]:
+    """Checks of a reply that has at least one <think> or </think>."""
+    found = []
+    tags = list(_TAG.finditer(reply))
+    depth = deepest = blocks = strays = 0
+    first_stray = reasoning_start = reasoning_end = None  # the first block's reasoning: reply[start:end]
+    for match in tags:
+        if match.group() == THINK_OPEN:
             depth += 1
             deepest = max(deepest, depth)
             if depth == 1 and reasoning_start is None:
-                reasoning_start = end
-        elif depth == 0:
-            unopened = True  # a </think> with no <think> before it: raw R1 output
-            if reasoning_end is None:
-                reasoning_start, reasoning_end = 0, start
-            blocks += 1
-        else:
+                reasoning_start = match.end()
+        elif depth:
             depth -= 1
-            if depth == 0:
+            if not depth:
                 blocks += 1
                 if reasoning_end is None:
-                    reasoning_end = start
+                    reasoning_end = match.start()
+        elif reasoning_end is None:  # the first tag is </think>: raw R1 output, the reasoning starts the reply
+            blocks += 1
+            reasoning_start, reasoning_end = 0, match.start()
+        else:  # a </think> after the reasoning has ended, with nothing open
+            strays += 1
+            if first_stray is None:
+                first_stray = match.start()
+    first = tags[0]
+    if first.group() == THINK_OPEN:
+        before = reply[:first.start()].strip()
+        if before:
+            shown = before if len(before) <= 40 else before[:37] + "..."
+            found.append(("text_before_think",
+                          f"{where}: {shown!r} comes before <think>; training would keep that <think> inside "
+                          "the reasoning as a literal tag — start the reply with <think> (move the text into "
+                          "the reasoning or the answer, or delete it)"))
     if deepest > 1:
         found.append(("nested_think", f"{where}: <think> opens again inside an open <think>; "
                                       "keep one flat <think>…</think> block"))
-    if depth > 0:
+    if reasoning_end is None:
         found.append(("unclosed_think", f"{where}: <think> is opened {depth} more time(s) than closed; "
                                         "add </think> where the reasoning ends, or drop the row"))
         return found
-    if unopened:
+    if first.group() == THINK_CLOSE:
         found.append(("unopened_think", f"{where}: </think> appears without an opening <think>; "
-                                        "apply the 'repair <think>' fix to add it at the start"))
+                                        f"apply {REPAIR_HINT} to add it at the start"))
     if blocks > 1:
-        found.append(("multiple_think", f"{where}: {blocks} reasoning blocks; R1 replies reason once — "
-                                        "merge them into one <think>…</think>"))
-    if reasoning_end is not None and not reply[reasoning_start:reasoning_end].strip():
+        found.append(("multiple_think", f"{where}: {blocks} <think>…</think> blocks; R1 reasons once, and "
+                                        "training would keep the blocks after the first, tags and all, as "
+                                        "answer text — merge them into one <think>…</think> or drop the row"))
+    if strays:
+        extra = "a second </think> comes" if strays == 1 else f"{strays} more </think> come"
+        after = reply[max(0, first_stray - 30):first_stray]
+        found.append(("stray_close_think",
+                      f"{where}: {extra} after the one that ends the reasoning (the first right after "
+                      f"{'…' if first_stray > 30 else ''}{after!r}); training would keep it in the answer as "
+                      "a literal tag — remove the extra </think> or drop the row"))
+    if not reply[reasoning_start:reasoning_end].strip():
         found.append(("empty_think", f"{where}: the <think>…</think> block is empty; add the reasoning "
                                      "or drop the row"))
-    last_close = reply.rfind(THINK_CLOSE)
-    if last_close >= 0 and not reply[last_close + len(THINK_CLOSE):].strip():
+    answer = reply[reply.find(THINK_CLOSE) + len(THINK_CLOSE):]  # what training keeps as the answer
+    if not _TAG.sub("", answer).strip():
         found.append(("empty_answer", f"{where}: nothing follows </think>; add the final answer after "
                                       "the reasoning or drop the row"))
+    left = list(dict.fromkeys(match.group() for match in _ANSWER_MARKER.finditer(answer)))
+    if depth:  # a <think> opened after the reasoning and never closed
+        left.insert(0, THINK_OPEN)
+    if left:
+        solutions = [tag for tag in left if tag in _SOLUTION_TAGS]
+        others = [tag for tag in left if tag not in _SOLUTION_TAGS]
+        if not others:
+            hint = f"apply {CONVERT_HINT} to remove the solution markers and keep what they wrap as the answer"
+        elif solutions:
+            hint = (f"remove {', '.join(others)} from the answer and apply {CONVERT_HINT} for the solution "
+                    "markers, or drop the row")
+        else:
+            hint = f"remove {'it' if len(left) == 1 else 'them'} from the answer or drop the row"
+        found.append(("tag_in_answer",
+                      f"{where}: the answer after </think> still holds {', '.join(left)}; training would "
+                      f"teach the model to write {'it' if len(left) == 1 else 'them'} in its answers — {hint}"))
     return found
 
 
@@ -218,17 +307,22 @@ def _check_roles(messages: list[tuple[str, str]], label: str) -> str | None:
 
 
 def _clean_single_turn(messages: list[tuple[str, str]]) -> bool:
-    """Fast path for the common row: one user turn, one reply with one well-formed think block."""
+    """Fast path for the common row: one user turn, one reply that starts with one well-formed think block
+    and has no other reasoning or solution marker in its answer."""
     if len(messages) != 2:
         return False
     (first_role, prompt), (second_role, reply) = messages
     if first_role != "user" or second_role != "assistant" or reply.count("think>") != 2:
         return False
     opened, closed = reply.find("<think>"), reply.find("</think>")
-    # count == 2 and both found means exactly one of each tag
-    return bool(0 <= opened < closed and prompt and not prompt.isspace() and "think>" not in prompt
-            and opened + 7 != closed and not reply[opened + 7:closed].isspace()
-            and closed + 8 != len(reply) and not reply[closed + 8:].isspace())
+    # count == 2 and both found means exactly one of each tag; only whitespace may come before <think>
+    if not (0 <= opened < closed and (not opened or reply[:opened].isspace())
+            and prompt and not prompt.isspace() and "think>" not in prompt
+            and opened + 7 != closed and not reply[opened + 7:closed].isspace()):
+        return False
+    answer = reply[closed + 8:]
+    return bool(answer and not answer.isspace()
+                and not (("<" in answer or "[" in answer or "◁" in answer) and _ANSWER_MARKER.search(answer)))
 
 
 def check_record(record: Record, label: str) -> list[tuple[str, str]]:
@@ -343,7 +437,8 @@ def measure_lengths(report: Report, tokenizer, max_length: int,
 # Fixes and export
 
 FIXES = {
-    "convert_foreign": "Convert other reasoning tags (e.g. <|begin_of_thought|>) to <think>…</think>",
+    "convert_foreign": "Convert other reasoning tags (e.g. <|begin_of_thought|>, <thinking>) to <think>…</think> "
+                       "and remove solution markers (e.g. <|begin_of_solution|>) from the answer",
     "repair_unopened": "Add the missing opening <think> where only </think> is present",
     "drop_errors": "Drop rows that still have an error",
     "drop_duplicates": "Drop repeated rows, keeping the first",
@@ -352,12 +447,13 @@ FIXES = {
 
 
 def repair_reply(reply: str, convert_foreign: bool = True, repair_unopened: bool = True) -> str:
-    """The reply with repairable tag problems fixed; unchanged when there is nothing to repair."""
-    if convert_foreign and THINK_OPEN not in reply and THINK_CLOSE not in reply:
-        for opening, closing in FOREIGN_THINK_TAGS:
-            if opening in reply or closing in reply:
-                reply = reply.replace(opening, THINK_OPEN).replace(closing, THINK_CLOSE)
-                break
+    """The reply with repairable tag problems fixed; unchanged when there is nothing to repair.
+
+    convert_foreign: foreign reasoning tags become <think>…</think> (only in a reply without think tags),
+    solution markers leave the answer. repair_unopened: <think> is added before raw R1 output's </think>.
+    """
+    if convert_foreign:
+        reply = _convert_foreign(reply)
     if repair_unopened:
         first_close, first_open = reply.find(THINK_CLOSE), reply.find(THINK_OPEN)
         if first_close >= 0 and (first_open < 0 or first_open > first_close):
