@@ -1,7 +1,8 @@
 """The command line. Its flags, JSON fields and exit codes are a contract scripts depend on.
 
     python -m studio validate PATH [--model MODEL] [--max-length N] [--no-lengths] [--json]
-        exit 0: no row has an error (warnings allowed); 1: some row has one; 2: unreadable input.
+        [--format LAYOUT] [--field KEY=NAME ...] [--export OUT.jsonl [--fix NAME ...] [--layout messages|conversation]]
+        exit 0: no row has an error (warnings allowed); 1: some row has one; 2: unreadable input or bad arguments.
     python -m studio train --data PATH --output DIR [--model demo|PATH|HUB_ID] [--method lora|qlora]
         [--epochs N] [--max-steps N] [--lr X] [--lora-r N] [--lora-alpha N] [--max-length N]
         [--batch-size N] [--grad-accum N] [--[no-]packing] [--checkpointing auto|on|offload|off] [--resume]
@@ -22,7 +23,7 @@ import argparse
 import json
 import sys
 
-from studio.config import DEFAULT_MAX_LENGTH, DEFAULT_MODEL
+from studio.config import DEFAULT_LENGTH_MODEL, DEFAULT_MAX_LENGTH, DEFAULT_MODEL
 
 EXIT_OK, EXIT_ROW_ERRORS, EXIT_UNREADABLE = 0, 1, 2
 
@@ -38,17 +39,35 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m studio", description="R1 LoRA Studio command line")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    validate = commands.add_parser("validate", help="check an R1 reasoning dataset")
+    from studio.data.export import DEFAULT_EXPORT_STYLE, EXPORT_STYLES
+    from studio.data.records import FORMATS, MAPPING_KEYS
+    from studio.data.validate import USER_FIXES
+
+    keys = "; ".join(f"{key}: {about}" for key, about in MAPPING_KEYS.items())
+    validate = commands.add_parser(
+        "validate", help="check an R1 reasoning dataset (and write a cleaned copy with --export)",
+        epilog=f"mapping keys for --field: {keys}. Layouts for --format: {', '.join(FORMATS)}.")
     validate.add_argument("path", help="a .jsonl/.json/.csv/.parquet file or a Hub dataset id (owner/name[:split])")
-    validate.add_argument("--model", default=DEFAULT_MODEL,
-                          help="whose tokenizer measures lengths: demo, a model folder or a Hub id (default: demo)")
+    validate.add_argument("--model", default=DEFAULT_LENGTH_MODEL,
+                          help="whose tokenizer measures lengths: the model you will train — a Hub id, a model folder "
+                               f"or demo (default {DEFAULT_LENGTH_MODEL}; offline its vocabulary is built from a "
+                               "package, and the report says whether the counts are exact)")
     validate.add_argument("--max-length", type=int, default=DEFAULT_MAX_LENGTH,
                           help=f"training max length in tokens (default {DEFAULT_MAX_LENGTH})")
     validate.add_argument("--no-lengths", action="store_true", help="skip tokenization")
     validate.add_argument("--json", action="store_true", help="print one JSON object")
-    validate.add_argument("--format", help="force the format instead of detecting it")
-    validate.add_argument("--field", action="append", type=_mapping_arg, default=[], metavar="FIELD=NAME",
-                          help="override a field of the mapping, e.g. prompt=question (repeatable)")
+    validate.add_argument("--format", metavar="LAYOUT", help=f"force the layout instead of detecting it: {', '.join(FORMATS)}")
+    validate.add_argument("--field", action="append", type=_mapping_arg, default=[], metavar="KEY=NAME",
+                          help="name the field that holds a part, e.g. prompt=question (repeatable; works with or "
+                               f"without --format). Keys: {', '.join(MAPPING_KEYS)}")
+    validate.add_argument("--export", metavar="OUT.jsonl",
+                          help="write the rows left after --fix as JSON Lines, normalized (system, user, assistant "
+                               "<think>…</think> answer) with the source row's other fields kept; rows with errors "
+                               "are never written")
+    validate.add_argument("--fix", action="append", nargs="+", default=[], metavar="NAME",
+                          help=f"with --export: fixes to apply first ({', '.join(USER_FIXES)}); repeatable")
+    validate.add_argument("--layout", choices=EXPORT_STYLES, default=None,
+                          help=f"with --export: the turns' field name (default {DEFAULT_EXPORT_STYLE})")
     validate.set_defaults(handler=run_validate)
 
     train = commands.add_parser("train", help="fine-tune with LoRA or QLoRA into a run folder")
@@ -70,6 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--packing", action=argparse.BooleanOptionalAction, default=None,
                        help="pack rows into sequences of up to --max-length tokens, padding-free (default: the "
                             "preset's — on for the 7B/8B bases, off for the demo model)")
+    train.add_argument("--format", metavar="LAYOUT", help="the data's layout, as for validate (default: detected)")
+    train.add_argument("--field", action="append", type=_mapping_arg, default=[], metavar="KEY=NAME",
+                       help="name the field that holds a part, as for validate (e.g. prompt=Question; repeatable)")
     train.add_argument("--resume", action="store_true", help="continue the run in --output from its last checkpoint")
     train.set_defaults(handler=run_train)
 
@@ -128,10 +150,19 @@ def _fail(args, message: str, code: int) -> int:
 
 
 def run_validate(args) -> int:
-    from studio.models import ModelNotFound
     from studio.data.records import DatasetUnreadable
-    from studio.data.validate import validate
+    from studio.data.validate import USER_FIXES, clean, validate, write_export
+    from studio.models import ModelNotFound
 
+    fixes = [name for group in args.fix for item in group for name in item.split(",") if name]
+    unknown = sorted(set(fixes) - set(USER_FIXES))
+    if unknown:
+        return _fail(args, f"unknown fix(es) {', '.join(unknown)}; choose from {', '.join(USER_FIXES)}",
+                     EXIT_UNREADABLE)
+    if (fixes or args.layout) and not args.export:
+        return _fail(args, "--fix and --layout act on the cleaned copy: add --export OUT.jsonl", EXIT_UNREADABLE)
+    if "drop_truncated" in fixes and args.no_lengths:
+        return _fail(args, "--fix drop_truncated needs token lengths: leave out --no-lengths", EXIT_UNREADABLE)
     try:
         report = validate(args.path, model=args.model, max_length=args.max_length, lengths=not args.no_lengths,
                           overrides={"format": args.format, **dict(args.field)})
@@ -139,10 +170,23 @@ def run_validate(args) -> int:
         return _fail(args, str(error), EXIT_UNREADABLE)
     except ModelNotFound as error:
         return _fail(args, f"{error} (or pass --no-lengths to skip token lengths)", EXIT_UNREADABLE)
+    data = report.to_json()
+    if args.export:
+        try:
+            result = clean(report, set(fixes), max_length=args.max_length)
+            written = write_export(result, args.export, args.layout or "messages", source=args.path)
+        except (ValueError, OSError) as error:
+            return _fail(args, f"--export {args.export}: {error}", EXIT_UNREADABLE)
+        data["export"] = {"path": args.export, "rows_written": written, "rows_left_out": report.rows - written,
+                          "changed": {name: count for name, count in result.changed.items() if count}}
     if args.json:
-        print(json.dumps(report.to_json(), ensure_ascii=False))
+        print(json.dumps(data, ensure_ascii=False))
     else:
         print(format_report(report))
+        if args.export:
+            export = data["export"]
+            changed = ", ".join(f"{name} {count}" for name, count in export["changed"].items()) or "nothing changed"
+            print(f"  exported {export['rows_written']} of {report.rows} rows to {args.export} ({changed})")
     return EXIT_ROW_ERRORS if report.error_rows else EXIT_OK
 
 
@@ -154,6 +198,7 @@ def format_report(report, limit: int = 20) -> str:
     lines = [
         f"{data['path']}",
         f"  format: {data['format']}" + (f"  ({report.dataset.mapping.describe()})" if report.dataset.mapping else ""),
+        *([f"  runner-up: {report.dataset.alternatives[0].describe()}"] if report.dataset.alternatives else []),
         f"  rows: {data['rows']}   valid (no error): {data['valid_rows']}   "
         f"with errors: {data['rows'] - data['valid_rows']}",
     ]
@@ -169,6 +214,7 @@ def format_report(report, limit: int = 20) -> str:
         lines.append(
             f"  tokens: p50 {lengths['p50']}  p90 {lengths['p90']}  p99 {lengths['p99']}  max {lengths['max']}  "
             f"over max_length {lengths['max_length']}: {lengths['over_max_length']}")
+        lines.append(f"  measured with: {lengths.get('tokenizer')} ({'exact' if lengths.get('exact') else 'an estimate'})")
     if report.issues:
         lines.append(f"  first {min(limit, len(report.issues))} of {len(report.issues)} issues:")
         lines.extend(f"    [{issue.severity}] {issue.code}: {issue.message}" for issue in report.issues[:limit])
@@ -187,6 +233,9 @@ def run_train(args) -> int:
     from studio.train.job import TrainConfig, TrainingJob, default_config
 
     given = {field: getattr(args, flag) for flag, field in TRAIN_FLAGS.items() if getattr(args, flag) is not None}
+    mapping = {key: value for key, value in {"format": args.format, **dict(args.field)}.items() if value}
+    if mapping:
+        given["mapping"] = mapping
     if args.checkpointing:
         from studio.train.job import CHECKPOINTING
 

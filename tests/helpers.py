@@ -1,9 +1,9 @@
 """Helpers several test modules share (no fixtures, no side effects: importing conftest would run it twice)."""
 
 
-def train_settings(max_steps=6, model="demo", method="lora", batch_size=4, max_length=256, speedups=()):
+def train_settings(max_steps=6, model="demo", method="lora", batch_size=4, max_length=256, speedups=(), mapping=""):
     """The Train tab's settings after the dataset, in its order: model, method, lr, r, alpha, dropout,
     max_length, batch, accum, epochs, warmup, max_steps, targets, scheduler, eval_split, save_steps, seed,
-    checkpointing, trackers, speed-ups."""
+    checkpointing, trackers, speed-ups, field mapping."""
     return [model, method, 2e-3, 8, 16, 0.0, max_length, batch_size, 1, 1, 0.0, max_steps, "all-linear", "cosine",
-            0.0, 0, 42, "auto", [], list(speedups)]
+            0.0, 0, 42, "auto", [], list(speedups), mapping]

@@ -22,11 +22,11 @@ def run(*args):
 
 
 def test_json_contract_on_the_broken_sample():
-    code, out, _ = run(BROKEN, "--json")
+    code, out, _ = run(BROKEN, "--json", "--model", "demo")
     report = json.loads(out)
     assert code == 1
     assert set(report) == {"path", "format", "mapping", "alternatives", "rows", "valid_rows", "summary", "issues", "lengths"}
-    assert report["format"] == "conversation" and report["rows"] == 21
+    assert report["format"] == "conversation" and report["rows"] == 26
     assert set(report["summary"]) == set(CODES)
     assert sum(report["summary"].values()) == len(report["issues"])
     for issue in report["issues"]:
@@ -89,3 +89,80 @@ def test_field_overrides(tmp_path):
     code, out, _ = run(path, "--json", "--no-lengths", "--format", "query_response",
                        "--field", "prompt=q", "--field", "response=a")
     assert code == 0 and json.loads(out)["format"] == "query_response"
+
+
+def write_rows(path, rows):
+    path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
+    return path
+
+
+MEDICAL = [
+    {"Question": "A 45-year-old has chest pain on exertion. First test?", "Complex_CoT": "Exertional pain suggests "
+     "angina; the first test is a resting ECG.", "Response": "A resting 12-lead ECG.", "id": 1},
+    {"Question": "Which vitamin deficiency causes scurvy?", "Complex_CoT": "Scurvy comes from a lack of vitamin C, "
+     "needed for collagen.", "Response": "Vitamin C.", "id": 2},
+    {"Question": "Which vitamin deficiency causes scurvy?", "Complex_CoT": "Scurvy comes from a lack of vitamin C, "
+     "needed for collagen.", "Response": "Vitamin C.", "id": 3},
+    {"Question": "Broken row", "Complex_CoT": "", "Response": "No reasoning here.", "id": 4},
+]
+
+
+@pytest.mark.parametrize("layout", ["messages", "conversation"])
+def test_export_writes_the_normalized_rows_left_after_the_fixes(tmp_path, layout):
+    source = write_rows(tmp_path / "medical.jsonl", MEDICAL)
+    out = tmp_path / "clean.jsonl"
+    code, stdout, _ = run(source, "--json", "--no-lengths", "--export", out, "--fix", "drop_duplicates",
+                          "--layout", layout)
+    report = json.loads(stdout)
+    assert code == 1  # the report is about the input, which has a row with an error
+    assert report["mapping"]["layout"] == "reasoning_field"
+    assert (report["mapping"]["prompt"], report["mapping"]["reasoning"], report["mapping"]["answer"]) == (
+        "Question", "Complex_CoT", "Response")
+    assert report["export"]["rows_written"] == 2 and report["export"]["changed"]["drop_duplicates"] == 1
+    rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert [row["id"] for row in rows] == [1, 2]  # the source's other fields kept, error and duplicate rows not
+    assert rows[0][layout] == [
+        {"role": "user", "content": MEDICAL[0]["Question"]},
+        {"role": "assistant", "content": f"<think>\n{MEDICAL[0]['Complex_CoT']}\n</think>\n\n{MEDICAL[0]['Response']}"}]
+    # The export reads back as a clean set in the layout it was written in.
+    code, stdout, _ = run(out, "--json", "--no-lengths")
+    again = json.loads(stdout)
+    assert code == 0 and again["format"] == layout and again["valid_rows"] == 2
+
+
+def test_export_keeps_a_top_level_system_prompt(tmp_path):
+    row = {"system": "Think step by step.", "query": "What is 2 + 2?",
+           "response": "<think>\n2 + 2 = 4.\n</think>\n\n4"}
+    source, out = write_rows(tmp_path / "s.jsonl", [row]), tmp_path / "out.jsonl"
+    code, _, _ = run(source, "--no-lengths", "--export", out)
+    exported = json.loads(out.read_text(encoding="utf-8"))
+    assert code == 0 and exported["messages"][0] == {"role": "system", "content": "Think step by step."}
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--fix", "drop_duplicates"], "add --export"),
+    (["--export", "{tmp}/out.jsonl", "--fix", "nonsense"], "unknown fix"),
+    (["--export", "{tmp}/out.jsonl", "--fix", "drop_truncated", "--no-lengths"], "needs token lengths"),
+    (["--export", "{tmp}/no/such/folder/out.jsonl"], "does not exist"),
+    (["--export", "{source}"], "is the input file"),
+])
+def test_export_refusals_name_the_fix(tmp_path, args, message):
+    source = write_rows(tmp_path / "in.jsonl", MEDICAL[:2])
+    before = source.read_bytes()
+    args = [str(arg).format(tmp=tmp_path, source=source) for arg in args]
+    code, _, err = run(source, *args, *([] if "--no-lengths" in args else ["--no-lengths"]))
+    assert code == 2 and message in err and "Traceback" not in err
+    assert source.read_bytes() == before  # the input is never touched
+
+
+def test_help_lists_the_mapping_keys_and_fixes():
+    code, out, _ = run("--help")
+    assert code == 0
+    for word in ("prompt", "reasoning", "answer", "system", "turns", "--export", "drop_duplicates", "convert_foreign"):
+        assert word in out, word
+
+
+def test_lengths_say_which_tokenizer_measured():
+    code, out, _ = run(CLEAN, "--json", "--model", "demo")
+    lengths = json.loads(out)["lengths"]
+    assert code == 0 and lengths["tokenizer"].startswith("demo") and lengths["exact"] is True

@@ -11,12 +11,12 @@ CLEAN = SAMPLES_DIR / "clean-sample.jsonl"
 
 
 def check_file(client, path, measure=True, max_length=4096):
-    return client.predict(handle_file(str(path)), "demo", max_length, measure, "", "", "", "", "",
+    return client.predict(handle_file(str(path)), "demo", max_length, measure, "", "", "", "", "", "",
                           api_name="/check_file")
 
 
 def test_broken_sample_shows_every_code(client):
-    overview, summary, code_filter, problems, histogram, preview_row, preview = check_file(client, BROKEN)
+    overview, summary, code_filter, problems, histogram, preview_row, preview, *_ = check_file(client, BROKEN)
     assert "`conversation`" in overview
     codes = {row[0] for row in summary["data"]}
     assert codes == set(CODES), set(CODES) - codes
@@ -41,6 +41,6 @@ def test_unreadable_file_is_a_message_not_a_trace(client, tmp_path):
 def test_source_by_path_and_field_mapping(client, tmp_path):
     path = tmp_path / "custom.jsonl"
     path.write_text('{"q": "What is 1 + 1?", "a": "<think>\\n1 + 1 = 2.\\n</think>\\n\\nThe answer is 2."}\n')
-    result = client.predict(str(path), "demo", 4096, False, "query_response", "q", "a", "", "",
+    result = client.predict(str(path), "demo", 4096, False, "query_response", "q", "", "a", "", "",
                             api_name="/check_source")
     assert "No problems found" in result[0]

@@ -114,3 +114,49 @@ def test_mapping_override_rejects_unknown_names():
         parse_mapping_overrides(None, {"format": "csv-ish"})
     with pytest.raises(ValueError, match="unknown mapping field"):
         parse_mapping_overrides(None, {"format": "alpaca", "answer_col": "x"})
+
+
+def test_other_fields_are_kept_as_extra_on_every_path(tmp_path):
+    rows = [{"query": PROMPT, "response": REPLY, "id": 7},  # the inline pair path
+            {"query": PROMPT, "response": REPLY},
+            {"messages": [{"role": "user", "content": PROMPT}, {"role": "assistant", "content": REPLY}], "id": 8}]
+    first, second = load_dataset(write(tmp_path / "pairs.jsonl", rows[:2])).records
+    assert first.extra == {"id": 7} and second.extra is None
+    (third,) = load_dataset(write(tmp_path / "turns.jsonl", rows[2:])).records
+    assert third.messages == EXPECTED and third.extra == {"id": 8}
+
+
+def test_a_top_level_system_is_kept_once(tmp_path):
+    turns = [{"role": "user", "content": PROMPT}, {"role": "assistant", "content": REPLY}]
+    rows = [{"system": "Be brief.", "messages": turns},
+            {"system": "Be brief.", "messages": [{"role": "system", "content": "Own system."}, *turns]}]
+    records = load_dataset(write(tmp_path / "s.jsonl", rows)).records
+    assert records[0].messages == [("system", "Be brief."), *EXPECTED]
+    assert records[1].messages == [("system", "Own system."), *EXPECTED]
+
+
+def test_turn_keys_decide_the_turns_layout(tmp_path):
+    rows = [{"conversations": [{"role": "user", "content": PROMPT}, {"role": "assistant", "content": REPLY}]}]
+    dataset = load_dataset(write(tmp_path / "c.jsonl", rows))
+    assert dataset.format == "messages" and dataset.mapping.turns == "conversations"
+    assert dataset.records[0].messages == EXPECTED
+
+
+def test_detection_reads_a_sample_and_reports_its_evidence(tmp_path):
+    rows = [FORMAT_ROWS["reasoning_field"]] * 600 + [{"unrelated": 1}] * 5
+    dataset = load_dataset(write(tmp_path / "many.jsonl", rows))
+    assert dataset.format == "reasoning_field"
+    assert dataset.mapping.evidence == {"rows": 500, "mapped": 500, "with_reasoning": 500}
+    assert dataset.mapping.to_json()["evidence"] == dataset.mapping.evidence
+    assert dataset.records[-1].problem[0] == "missing_field"
+    # The runner-up maps rows too (the same answer without the reasoning field): shown, best first.
+    assert dataset.alternatives and dataset.alternatives[0].reasoning is None
+
+
+def test_forcing_a_layout_keeps_the_fields_found_for_its_kind(tmp_path):
+    rows = [{"question": PROMPT, "answer": REPLY}]
+    path = write(tmp_path / "qa.jsonl", rows)
+    dataset = load_dataset(path, overrides={"format": "alpaca"})
+    assert dataset.format == "alpaca" and dataset.records[0].messages == EXPECTED
+    with pytest.raises(ValueError, match=r"needs the reasoning: name the field with --field reasoning=NAME"):
+        load_dataset(path, overrides={"format": "reasoning_field"})

@@ -97,6 +97,7 @@ class Report:
     dataset: Dataset
     issues: list[Issue]
     lengths: LengthStats | None = None
+    length_model: str | None = None  # the model whose tokenizer measured `lengths`; fixes measure with it again
 
     @property
     def rows(self) -> int:

@@ -1,21 +1,26 @@
-"""One entry point for checking a dataset, shared by the CLI and the Data tab."""
+"""One entry point for checking a dataset, shared by the CLI and the Data tab: check, fix, export."""
 
 from __future__ import annotations
 
+import os
+import tempfile
 import time
 from pathlib import Path
 from typing import Callable
 
-from studio.data.checks import FixResult, Report, apply_fixes, check_dataset
+from studio.config import DATASETS_DIR, DEFAULT_LENGTH_MODEL, DEFAULT_MAX_LENGTH
+from studio.data.checks import FIXES, FixResult, Report, apply_fixes, check_dataset
 from studio.data.export import DEFAULT_EXPORT_STYLE, export_jsonl
-from studio.config import DATASETS_DIR, DEFAULT_MAX_LENGTH, DEFAULT_MODEL
 from studio.data.records import load_dataset
+
+# The fixes a user picks by name; rows with errors are never exported, so `drop_errors` is always applied.
+USER_FIXES = tuple(name for name in FIXES if name != "drop_errors")
 
 
 def validate(
     source: str,
     *,
-    model: str | None = DEFAULT_MODEL,
+    model: str | None = DEFAULT_LENGTH_MODEL,
     max_length: int = DEFAULT_MAX_LENGTH,
     lengths: bool = True,
     overrides: dict[str, str] | None = None,
@@ -31,26 +36,89 @@ def validate(
     if progress:
         progress(0.0, "Reading the file")
     dataset = load_dataset(source, overrides=overrides)
-    tokenizer = None
-    if lengths:
-        from studio.models import load_tokenizer
+    measuring = _measuring_tokenizer(model) if lengths else None
+    report = check_dataset(dataset, tokenizer=measuring and measuring[0], max_length=max_length, progress=progress)
+    _label_lengths(report, measuring)
+    report.length_model = model if lengths else None
+    return report
 
-        tokenizer = load_tokenizer(model)
-    return check_dataset(dataset, tokenizer=tokenizer, max_length=max_length, progress=progress)
+
+def _measuring_tokenizer(model: str | None):
+    from studio.data.tokenizer import length_tokenizer
+
+    return length_tokenizer(model)
 
 
-def fix_and_save(report: Report, fixes: set[str], *, style: str = DEFAULT_EXPORT_STYLE, model: str | None = None,
-                 max_length: int = DEFAULT_MAX_LENGTH, folder: Path | None = None) -> tuple[FixResult, Path]:
+def _label_lengths(report: Report, measuring) -> None:
+    if report.lengths is not None and measuring is not None:
+        _, report.lengths.tokenizer, report.lengths.exact = measuring
+
+
+def clean(report: Report, fixes: set[str] | list[str], *, max_length: int | None = None) -> FixResult:
+    """The named fixes, plus leaving out every row that still has an error; lengths measured as the report was."""
+    fixes = set(fixes)
+    unknown = fixes - set(FIXES)
+    if unknown:
+        raise ValueError(f"unknown fix(es) {', '.join(sorted(unknown))}; choose from {', '.join(USER_FIXES)}")
+    model = report.length_model
+    if "drop_truncated" in fixes and report.lengths is None:
+        raise ValueError("the drop_truncated fix needs token lengths: check with lengths on (leave out --no-lengths)")
+    measuring = _measuring_tokenizer(model) if report.lengths is not None else None
+    max_length = max_length or (report.lengths.max_length if report.lengths else DEFAULT_MAX_LENGTH)
+    result = apply_fixes(report, fixes | {"drop_errors"}, tokenizer=measuring and measuring[0], max_length=max_length)
+    _label_lengths(result.report, measuring)
+    result.report.length_model = model
+    return result
+
+
+def write_export(result: FixResult, path: str | Path, style: str = DEFAULT_EXPORT_STYLE, *,
+                 source: str | None = None) -> int:
+    """Write the cleaned rows to `path` (never the input file itself) atomically; returns the rows written."""
+    path = Path(path).expanduser()
+    if source and Path(source).expanduser().exists() and path.exists() and path.resolve() == Path(source).expanduser().resolve():
+        raise ValueError(f"{path} is the input file: export to another file so the original is kept")
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder: give the export a file name, e.g. {path / 'clean.jsonl'}")
+    if not path.parent.exists():
+        raise ValueError(f"{path.parent} does not exist: create the folder or export somewhere else")
+    data, _ = export_jsonl(result.dataset, None, style=style)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as out:
+            out.write(data)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return len(result.dataset.records)
+
+
+def mapping_text(overrides: dict[str, str] | None) -> str:
+    """A mapping as one line a person can read and edit: `prompt=Question, answer=Response`."""
+    return ", ".join(f"{key}={value}" for key, value in (overrides or {}).items() if value)
+
+
+def parse_mapping_text(text: str | None) -> dict[str, str]:
+    """The inverse of mapping_text; a piece without `=` is a ValueError that names it."""
+    overrides = {}
+    for piece in (text or "").split(","):
+        piece = piece.strip()
+        if not piece:
+            continue
+        key, sep, value = piece.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise ValueError(f"field mapping: {piece!r} is not KEY=NAME (e.g. prompt=question)")
+        overrides[key.strip()] = value.strip()
+    return overrides
+
+
+def fix_and_save(report: Report, fixes: set[str], *, style: str = DEFAULT_EXPORT_STYLE, max_length: int | None = None,
+                 folder: Path | None = None) -> tuple[FixResult, Path]:
     """Apply fixes, then write the cleaned set as JSONL next to the studio's other datasets."""
-    tokenizer = None
-    if report.lengths is not None:
-        from studio.models import load_tokenizer
-
-        tokenizer = load_tokenizer(model)
-    result = apply_fixes(report, fixes, tokenizer=tokenizer, max_length=max_length)
+    result = clean(report, fixes, max_length=max_length)
     folder = Path(folder or DATASETS_DIR)
     folder.mkdir(parents=True, exist_ok=True)
     stem = Path(report.dataset.source).stem.replace(":", "-").replace("/", "-") or "dataset"
     path = folder / f"{stem}-clean-{time.strftime('%Y%m%d-%H%M%S')}.jsonl"
-    export_jsonl(result.dataset, path, style=style)
+    write_export(result, path, style)
     return result, path

@@ -29,18 +29,40 @@ def overview_markdown(report: Report) -> str:
         f"**warnings:** {sum(1 for issue in report.issues if issue.severity != ERROR):,}",
     ]
     if dataset.mapping:
-        lines.append(f"**Field mapping:** {dataset.mapping.describe()}")
+        lines.append(f"**Mapping:** {mapping_markdown(dataset.mapping)}")
+    if dataset.alternatives:
+        lines.append(f"**Runner-up:** {mapping_markdown(dataset.alternatives[0])} — press *Use the runner-up "
+                     "mapping* to check with it instead.")
     lengths = data["lengths"]
     if lengths and lengths.get("count"):
         lines.append(
             f"**Tokens** (as training will feed them): p50 {lengths['p50']:,} · p90 {lengths['p90']:,} · "
             f"p99 {lengths['p99']:,} · max {lengths['max']:,} · over max_length {lengths['max_length']:,}: "
             f"{lengths['over_max_length']:,}")
+    if lengths and lengths.get("tokenizer"):
+        lines.append(f"**Measured with:** {_escape(lengths['tokenizer'])} — "
+                     + ("exact counts" if lengths.get("exact") else "an estimate: another vocabulary measured"))
     if not report.issues:
         lines.append("✅ No problems found: this set is ready to train on.")
     elif errors:
         lines.append("Rows with errors are left out of training. Apply the fixes below, or fix the file.")
     return "\n\n".join(lines)
+
+
+MAPPING_PARTS = (("prompt", "prompt"), ("reasoning", "reasoning"), ("answer", "answer"), ("system", "system"),
+                 ("turns", "turns"), ("input", "extra input"))
+
+
+def mapping_markdown(mapping) -> str:
+    """`layout` — which field holds each part — and the evidence it was chosen on."""
+    data = mapping.to_json()
+    parts = " · ".join(f"{label} `{data[key]}`" for key, label in MAPPING_PARTS if data.get(key))
+    text = f"`{data['layout']}`" + (f" — {parts}" if parts else "")
+    evidence = data.get("evidence") or {}
+    if evidence.get("rows"):
+        text += (f" ({evidence.get('mapped', 0):,} of {evidence['rows']:,} sampled rows map, "
+                 f"{evidence.get('with_reasoning', 0):,} with reasoning)")
+    return text
 
 
 def summary_frame(report: Report) -> pd.DataFrame:
@@ -67,10 +89,11 @@ def problem_frame(report: Report, code: str | None = None, limit: int = 2000) ->
 
 
 def histogram_frame(report: Report) -> pd.DataFrame:
-    if not report.lengths:
+    summary = report.lengths.summary() if report.lengths else {}
+    if "histogram" not in summary:  # no lengths measured, or no row without errors to measure
         return pd.DataFrame({"tokens": pd.Series(dtype=str), "rows": pd.Series(dtype=int),
                              "fits": pd.Series(dtype=str)})
-    histogram = report.lengths.summary()["histogram"]
+    histogram = summary["histogram"]
     edges, counts = histogram["edges"], histogram["counts"]
     limit = report.lengths.max_length
     labels = [f"{edges[i]:,}–{edges[i + 1]:,}" for i in range(len(counts))]

@@ -34,6 +34,9 @@ LORA_LR, QLORA_LR = 1e-4, 2e-4  # the seed's advice for R1-Distill 7B/8B
 class TrainConfig:
     data: str
     output: str  # the run folder
+    # How the data's fields map to prompt, reasoning, answer, system (the Data tab's or `--field`'s overrides,
+    # e.g. {"prompt": "Question", "answer": "Response"}); empty: detected as `validate` detects it.
+    mapping: dict[str, str] = field(default_factory=dict)
     model: str = DEFAULT_MODEL
     method: str = "lora"  # lora | qlora
     lora_r: int = 16
@@ -177,7 +180,7 @@ def prepare_data(config: TrainConfig, tokenizer) -> PreparedData:
     from studio.data.template import encode_examples
     from studio.data.validate import validate
 
-    report = validate(config.data, lengths=False)
+    report = validate(config.data, lengths=False, overrides=config.mapping or None)
     errors = report.error_rows
     conversations = [trainable_messages(record.messages) for record in report.dataset.records
                      if record.number not in errors]

@@ -14,7 +14,7 @@ def build_app() -> gr.Blocks:
     with gr.Blocks(title="R1 LoRA Studio") as app:
         header()
         space_banner(spaces.space_notice())
-        cleaned_dataset = gr.State(None)  # the Data tab's cleaned set, the Train tab's default
+        cleaned_dataset = gr.State(None)  # {path, mapping}: the Data tab's cleaned or mapped set, for the Train tab
         with gr.Tabs(elem_id="studio-tabs"):
             with gr.Tab("1. Data", id="data", elem_id="tab-data"):
                 data_tab.build(cleaned_dataset)

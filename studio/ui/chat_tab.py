@@ -9,9 +9,9 @@ import gradio as gr
 from studio import spaces
 from studio.chat import view as chatview
 from studio.chat.compare import DEMO_PATTERN, read_prompts, run_compare
-from studio.config import DEFAULT_TEMPERATURE, DEFAULT_TOP_P, DEMO_MODEL, SAMPLES_DIR, STUDIO_HOME
 from studio.chat.export import adapter_zip, html_report, merge_adapter, push_to_hub, run_config_for
 from studio.chat.generate import BASE, DEMO_MAX_NEW_TOKENS, GPU_MAX_NEW_TOKENS, LORA, SamplingSettings, resolve_adapter
+from studio.config import DEFAULT_TEMPERATURE, DEFAULT_TOP_P, DEMO_MODEL, SAMPLES_DIR, STUDIO_HOME
 from studio.runs import RunFolder, run_of_adapter
 from studio.ui.layout import core_progress, intro, number, user_errors
 from studio.workspace import workspace

@@ -7,9 +7,10 @@ import time
 import gradio as gr
 
 from studio import spaces
-from studio.train import view as trainview
 from studio.config import DEFAULT_MODEL, DEMO_MODEL, KNOWN_MODELS, SAMPLES_DIR
+from studio.data.validate import parse_mapping_text
 from studio.models import check_model_available
+from studio.train import view as trainview
 from studio.train.job import (CHECKPOINTING, DEMO_PRESET, PRESETS, TrainConfig, available_trackers, default_config,
                              liger_by_default)
 from studio.ui.layout import intro, number, user_errors
@@ -69,7 +70,7 @@ def preset_for_model(model, method):
 
 def build_config(data, model, method, learning_rate, lora_r, lora_alpha, lora_dropout, max_length, batch_size,
                  grad_accum, epochs, warmup, max_steps, targets, scheduler, eval_split, save_steps, seed,
-                 checkpointing, trackers, speedups=None):
+                 checkpointing, trackers, speedups=None, mapping=""):
     space = workspace()
     speedups = default_speedups() if speedups is None else speedups
     model = (model or DEFAULT_MODEL).strip()
@@ -83,7 +84,8 @@ def build_config(data, model, method, learning_rate, lora_r, lora_alpha, lora_dr
         target_modules=targets, scheduler=scheduler, eval_split=number(eval_split, "Eval split (fraction)", float),
         save_steps=int(save_steps or 0), seed=number(seed, "Seed"), gradient_checkpointing=CHECKPOINTING[checkpointing][0],
         offload_checkpoints=CHECKPOINTING[checkpointing][1], report_to=list(trackers or []),
-        packing="packing" in speedups, liger="liger" in speedups, fused_lora="fused_lora" in speedups)
+        packing="packing" in speedups, liger="liger" in speedups, fused_lora="fused_lora" in speedups,
+        mapping=parse_mapping_text(mapping))
 
 
 def default_speedups() -> list[str]:
@@ -177,13 +179,15 @@ def select_run(event: gr.SelectData):
 
 
 @user_errors
-def use_dataset(path):
-    return path or DEMO_DATA
+def use_dataset(choice):
+    """The Data tab's hand-over: its cleaned set (already normalized), or a file with the mapping it was read with."""
+    choice = choice or {}
+    return choice.get("path") or DEMO_DATA, choice.get("mapping") or ""
 
 
 @user_errors
 def uploaded(path):
-    return path
+    return path, ""  # a new file: its mapping is detected again
 
 
 @user_errors
@@ -200,6 +204,9 @@ def build(app: gr.Blocks, cleaned_dataset: gr.State) -> None:
             data = gr.Textbox(value=DEMO_DATA, label="Dataset (the Data tab's cleaned set lands here)",
                               info="A .jsonl/.json/.csv/.parquet file; rows with errors are left out.",
                               elem_id="train-data")
+            data_mapping = gr.Textbox("", label="Field mapping", placeholder="detected", elem_id="train-mapping",
+                                      info="Which fields hold what, as the Data tab read them, e.g. prompt=Question, "
+                                           "reasoning=Complex_CoT, answer=Response; blank: detected.")
             upload = gr.File(label="…or upload one", type="filepath", file_types=[".jsonl", ".json", ".csv", ".parquet"],
                              height=140, elem_id="train-upload")
         with gr.Column(scale=2):
@@ -277,16 +284,16 @@ def build(app: gr.Blocks, cleaned_dataset: gr.State) -> None:
 
     settings = [model, method, learning_rate, lora_r, lora_alpha, lora_dropout, max_length, batch_size, grad_accum,
                 epochs, warmup, max_steps, targets, scheduler, eval_split, save_steps, seed, checkpointing, trackers,
-                speedups]
+                speedups, data_mapping]
     preset_widgets = [method, learning_rate, lora_r, lora_alpha, lora_dropout, max_length, batch_size, grad_accum,
                       epochs, warmup, speedups]
     live = [status, progress, loss_plot, lr_plot, speed_plot, history, timer, start_button, stop_button]
 
-    cleaned_dataset.change(use_dataset, cleaned_dataset, data, api_visibility="private")
+    cleaned_dataset.change(use_dataset, cleaned_dataset, [data, data_mapping], api_visibility="private")
     for widget in [data, *settings]:
         widget.change(show_estimate, [data, *settings], estimate, api_visibility="private", show_progress="hidden")
     app.load(show_estimate, [data, *settings], estimate, api_name="estimate")
-    upload.upload(uploaded, upload, data, api_visibility="private")
+    upload.upload(uploaded, upload, [data, data_mapping], api_visibility="private")
     preset.input(user_errors(preset_values), preset, preset_widgets, api_visibility="private")
     model.input(build_preset_for_model, [model, method], preset, api_visibility="private").then(
         user_errors(preset_values), preset, preset_widgets, api_visibility="private")

@@ -25,8 +25,8 @@ def test_upload_check_fix_download(page, tmp_path):
     path = tmp_path / "clean.jsonl"
     download_info.value.save_as(path)
     rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
-    assert rows and all("conversation" in row for row in rows)
-    assert all("<think>" in row["conversation"][-1]["content"] for row in rows)
+    assert rows and all("messages" in row for row in rows)  # the default export layout
+    assert all(row["messages"][-1]["content"].startswith("<think>\n") for row in rows)
 
     # The cleaned set becomes the Train tab's dataset.
     open_tab(page, "train")
