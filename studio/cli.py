@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     from studio.data.export import DEFAULT_EXPORT_STYLE, EXPORT_STYLES
-    from studio.data.records import FORMATS, MAPPING_KEYS
+    from studio.data.mapping import FORMATS, MAPPING_KEYS
     from studio.data.validate import USER_FIXES
 
     keys = "; ".join(f"{key}: {about}" for key, about in MAPPING_KEYS.items())
@@ -150,7 +150,7 @@ def _fail(args, message: str, code: int) -> int:
 
 
 def run_validate(args) -> int:
-    from studio.data.records import DatasetUnreadable
+    from studio.data.readers import DatasetUnreadable
     from studio.data.validate import USER_FIXES, clean, validate, write_export
     from studio.models import ModelNotFound
 
@@ -197,7 +197,8 @@ def format_report(report, limit: int = 20) -> str:
     data = report.to_json()
     lines = [
         f"{data['path']}",
-        f"  format: {data['format']}" + (f"  ({report.dataset.mapping.describe()})" if report.dataset.mapping else ""),
+        f"  format: {data['format']}",
+        *([f"  mapping: {report.dataset.mapping.describe()}"] if report.dataset.mapping else []),
         *([f"  runner-up: {report.dataset.alternatives[0].describe()}"] if report.dataset.alternatives else []),
         f"  rows: {data['rows']}   valid (no error): {data['valid_rows']}   "
         f"with errors: {data['rows'] - data['valid_rows']}",

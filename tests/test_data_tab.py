@@ -44,3 +44,46 @@ def test_source_by_path_and_field_mapping(client, tmp_path):
     result = client.predict(str(path), "demo", 4096, False, "query_response", "q", "", "a", "", "",
                             api_name="/check_source")
     assert "No problems found" in result[0]
+
+
+S1K = [{"question": f"What is {n} squared?", "solution": f"{n * n}",
+        "gemini_thinking_trajectory": f"Gemini: {n} times {n} is {n * n}.", "gemini_attempt": f"Gemini says {n * n}.",
+        "deepseek_thinking_trajectory": f"{n} times {n} is {n * n}.", "deepseek_attempt": f"The answer is {n * n}."}
+       for n in range(2, 6)]
+
+
+def test_chosen_mapping_runner_up_and_one_click_switch(client, tmp_path):
+    import json
+
+    path = tmp_path / "s1k.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in S1K))
+    overview, *_ = check_file(client, path, measure=False)
+    assert "deepseek_thinking_trajectory" in overview and "deepseek_attempt" in overview
+    assert "Runner-up" in overview and "gemini_thinking_trajectory" in overview.split("Runner-up")[1]
+    form, *fields = client.predict(api_name="/runner_up_mapping")
+    assert "gemini_thinking_trajectory" in fields and "gemini_attempt" in fields
+    overview, *_ = client.predict(str(path), "demo", 4096, False, form, *fields, api_name="/check_source")
+    chosen = overview.split("Runner-up")[0]
+    assert "gemini_thinking_trajectory" in chosen and "deepseek_thinking_trajectory" not in chosen
+
+
+def test_lengths_name_the_tokenizer_that_measured(client):
+    overview, *_ = check_file(client, CLEAN)
+    assert "Measured with:" in overview and "demo" in overview and "exact counts" in overview
+
+
+def test_a_file_with_no_valid_row_shows_its_report(client, tmp_path):
+    path = tmp_path / "nothing-valid.jsonl"
+    path.write_text('{"q": 1}\n{"q": 2}\n')
+    overview, summary, *_ = check_file(client, path)
+    assert "with errors:** 2" in overview and "unknown_format" in str(summary)
+
+
+def test_the_mapping_reaches_the_train_tab():
+    from studio.data.validate import parse_mapping_text
+    from studio.ui.train_tab import use_dataset
+
+    path, mapping = use_dataset({"path": "/data/medical.jsonl", "mapping": "prompt=Question, answer=Response"})
+    assert path == "/data/medical.jsonl" and parse_mapping_text(mapping) == {"prompt": "Question", "answer": "Response"}
+    with pytest.raises(ValueError, match="not KEY=NAME"):
+        parse_mapping_text("prompt=Question, Response")

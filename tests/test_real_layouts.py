@@ -10,9 +10,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from studio.data.checks import check_dataset
-from studio.data.records import (
-    FORMATS, MAPPING_KEYS, NO_FIELD, FieldMapping, load_dataset, normalize_row, parse_mapping_overrides,
+from studio.data.mapping import (
+    FORMATS, MAPPING_KEYS, NO_FIELD, FieldMapping, normalize_row, parse_mapping_overrides,
 )
+from studio.data.records import load_dataset
 from studio.data.template import join_reasoning
 
 

@@ -7,7 +7,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from studio.data.records import DatasetUnreadable, load_dataset, parse_mapping_overrides, read_raw_rows
+from studio.data.mapping import parse_mapping_overrides
+from studio.data.readers import DatasetUnreadable, read_raw_rows
+from studio.data.records import load_dataset
 
 PROMPT, REASONING, ANSWER = "What is 3 + 5?", "3 + 5 = 8.", "The answer is 8."
 REPLY = f"<think>\n{REASONING}\n</think>\n\n{ANSWER}"

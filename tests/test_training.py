@@ -323,3 +323,32 @@ def test_runs_started_within_one_second_get_folders_of_their_own(tmp_path, monke
     assert names == ["DeepSeek-R1-Distill-Qwen-7B-lora-20261128-120000",
                      "DeepSeek-R1-Distill-Qwen-7B-lora-20261128-120000-2",
                      "DeepSeek-R1-Distill-Qwen-7B-lora-20261128-120000-3"]
+
+
+def test_training_reads_the_data_with_the_mapping_it_is_given(tmp_path, demo_tokenizer):
+    from studio.train.job import prepare_data
+
+    rows = [{"Q": f"What is {n} + {n}?", "why": f"{n} + {n} = {2 * n}.", "final": f"The answer is {2 * n}."}
+            for n in range(1, 6)]
+    path = tmp_path / "custom.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    mapping = {"prompt": "Q", "reasoning": "why", "answer": "final"}
+    data = prepare_data(default_config(str(path), str(tmp_path / "run"), mapping=mapping), demo_tokenizer)
+    assert data.rows_read == 5 and data.rows_left_out == 0 and len(data.train) == 5
+    text = demo_tokenizer.decode(data.train[0]["input_ids"])
+    assert "</think>" in text and "+" in text
+    with pytest.raises(ValueError, match="no row without errors"):
+        prepare_data(default_config(str(path), str(tmp_path / "run2"), mapping={**mapping, "reasoning": "wy"}),
+                     demo_tokenizer)
+
+
+def test_cli_train_takes_the_field_mapping(tmp_path):
+    rows = [{"Q": "What is 1 + 1?", "final": "<think>\n1 + 1 = 2.\n</think>\n\nThe answer is 2."}]
+    path = tmp_path / "custom.jsonl"
+    path.write_text(json.dumps(rows[0]) + "\n")
+    out = tmp_path / "mapped"
+    result = subprocess.run([sys.executable, "-m", "studio", "train", "--data", str(path), "--output", str(out),
+                             "--max-steps", "1", "--field", "prompt=Q", "--field", "answer=final"],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads((out / "config.json").read_text())["mapping"] == {"prompt": "Q", "answer": "final"}

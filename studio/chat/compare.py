@@ -27,8 +27,8 @@ class Prompt:
 
 def read_prompts(path: str | Path) -> list[Prompt]:
     """Rows with `prompt` (or `query`/`question`/`instruction`) and an optional `reference`, from any file the
-    Data tab reads (studio.data.records: JSONL, JSON, CSV, Parquet); a .txt file holds one prompt per line."""
-    from studio.data.records import DatasetUnreadable, read_raw_rows
+    Data tab reads (studio.data.readers: JSONL, JSON, CSV, Parquet); a .txt file holds one prompt per line."""
+    from studio.data.readers import DatasetUnreadable, read_raw_rows
 
     path = Path(path)
     if not path.exists():

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from studio.data.records import Dataset, Record, dumps_jsonl
+from studio.data.readers import dumps_jsonl
+from studio.data.records import Dataset, Record
 from studio.data.template import join_reasoning, split_reasoning
 
 EXPORT_STYLES = ("messages", "conversation")

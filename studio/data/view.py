@@ -8,7 +8,7 @@ from __future__ import annotations
 import pandas as pd
 
 from studio.data.checks import CODES, ERROR, Report
-from studio.data.records import FORMAT_DESCRIPTIONS
+from studio.data.mapping import FORMAT_DESCRIPTIONS
 from studio.data.template import split_reasoning
 
 SUMMARY_COLUMNS = ["code", "severity", "rows", "why it matters"]

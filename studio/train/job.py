@@ -257,7 +257,7 @@ def memory_settings(config: TrainConfig, device) -> tuple[bool, bool]:
 def explain_failure(error: BaseException, config: TrainConfig) -> tuple[str, str]:
     """(cause, fix) for the status file and the UI."""
     from studio.models import ModelNotFound, UnsupportedSetup
-    from studio.data.records import DatasetUnreadable
+    from studio.data.readers import DatasetUnreadable
 
     text = f"{type(error).__name__}: {error}"
     if "out of memory" in str(error).lower() or type(error).__name__ == "OutOfMemoryError":

@@ -9,7 +9,8 @@ from studio.config import on_space
 from studio.data import view as dataview
 from studio.data.checks import FIXES
 from studio.data.export import DEFAULT_EXPORT_STYLE, EXPORT_STYLES
-from studio.data.records import FORMATS, MAPPING_KEYS, looks_like_hub_id
+from studio.data.mapping import FORMATS, MAPPING_KEYS
+from studio.data.readers import looks_like_hub_id
 from studio.data.validate import USER_FIXES, fix_and_save, mapping_text, validate
 from studio.ui.layout import core_progress, intro, user_errors
 

@@ -10,7 +10,7 @@ import gradio as gr
 
 from studio.chat.generate import ModelBusy
 from studio.models import ModelNotFound, UnsupportedSetup
-from studio.data.records import DatasetUnreadable
+from studio.data.readers import DatasetUnreadable
 from studio.train.job import JobBusy
 
 log = logging.getLogger("studio.ui")
