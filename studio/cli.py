@@ -5,9 +5,12 @@
         exit 0: no row has an error (warnings allowed); 1: some row has one; 2: unreadable input or bad arguments.
     python -m studio train --data PATH --output DIR [--model demo|PATH|HUB_ID] [--method lora|qlora]
         [--epochs N] [--max-steps N] [--lr X] [--lora-r N] [--lora-alpha N] [--max-length N]
-        [--batch-size N] [--grad-accum N] [--[no-]packing] [--checkpointing auto|on|offload|off] [--resume]
+        [--batch-size N] [--grad-accum N] [--[no-]packing] [--checkpointing auto|on|offload|off]
+        [--save-steps N] [--save-minutes M] [--resume]
         exit 0: trained (or stopped with Ctrl-C, adapter saved); 1: the run failed (cause printed);
-        2: bad arguments or nothing to resume.
+        2: bad arguments, or a resume refused (not a run folder, completed, training now).
+    python -m studio runs [--json] [--home DIR]
+        the runs in STUDIO_HOME's runs folder (or DIR's, or DIR): name, state, step, loss, adapter, resumable.
     python -m studio chat --adapter DIR [--model demo|PATH|HUB_ID] --prompt TEXT [--max-new-tokens N]
         [--temperature T] [--top-p P] [--seed N] [--json]
         the base and base + LoRA answers to one prompt; temperature 0 is greedy and deterministic.
@@ -92,8 +95,23 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--format", metavar="LAYOUT", help="the data's layout, as for validate (default: detected)")
     train.add_argument("--field", action="append", type=_mapping_arg, default=[], metavar="KEY=NAME",
                        help="name the field that holds a part, as for validate (e.g. prompt=Question; repeatable)")
-    train.add_argument("--resume", action="store_true", help="continue the run in --output from its last checkpoint")
+    train.add_argument("--save-steps", type=int, metavar="N",
+                       help="keep a checkpoint (adapter, optimizer, scheduler, RNG) every N steps (default 0: every "
+                            "10 %% of the steps)")
+    train.add_argument("--save-minutes", type=float, metavar="M",
+                       help="and at least every M minutes of training (default 10; 0: no time limit); whichever "
+                            "comes first, so a crash loses at most one interval")
+    train.add_argument("--resume", action="store_true",
+                       help="continue the run in --output from its newest complete checkpoint (an older one when "
+                            "the newest is cut; from step 0 when it crashed before the first); refused for a "
+                            "completed run")
     train.set_defaults(handler=run_train)
+
+    runs = commands.add_parser("runs", help="list the training runs and their state")
+    runs.add_argument("--home", metavar="DIR",
+                      help="a studio home (its runs/ folder is listed) or a runs folder (default: STUDIO_HOME's)")
+    runs.add_argument("--json", action="store_true", help="print one JSON array")
+    runs.set_defaults(handler=run_runs)
 
     chat = commands.add_parser("chat", help="ask the base and the base + LoRA the same prompt")
     chat.add_argument("--adapter", required=True, help="a run folder or an adapter folder")
@@ -224,14 +242,15 @@ def format_report(report, limit: int = 20) -> str:
 
 TRAIN_FLAGS = {"data": "data", "model": "model", "method": "method", "epochs": "epochs", "max_steps": "max_steps",
                "lr": "learning_rate", "lora_r": "lora_r", "lora_alpha": "lora_alpha", "max_length": "max_length",
-               "batch_size": "batch_size", "grad_accum": "grad_accum", "packing": "packing"}
+               "batch_size": "batch_size", "grad_accum": "grad_accum", "packing": "packing",
+               "save_steps": "save_steps", "save_minutes": "save_minutes"}
 
 
 def run_train(args) -> int:
     import signal
 
     from studio.runs import COMPLETED, STOPPED, RunFolder
-    from studio.train.job import TrainConfig, TrainingJob, default_config
+    from studio.train.job import JobBusy, ResumeRefused, TrainConfig, TrainingJob, default_config
 
     given = {field: getattr(args, flag) for flag, field in TRAIN_FLAGS.items() if getattr(args, flag) is not None}
     mapping = {key: value for key, value in {"format": args.format, **dict(args.field)}.items() if value}
@@ -244,9 +263,9 @@ def run_train(args) -> int:
     try:
         if args.resume:
             folder = RunFolder(args.output)
-            if folder.latest_checkpoint() is None:
-                return _fail(args, f"{args.output} has no checkpoint to resume from (a run saves one when "
-                                   "stopped, and every --save-steps)", EXIT_UNREADABLE)
+            refusal = folder.resume_refusal()  # reads only: a refused resume touches nothing of the run
+            if refusal:
+                return _fail(args, refusal, EXIT_UNREADABLE)
             config = TrainConfig.from_json({**folder.read_config(), **given, "output": args.output})
         else:
             if not args.data:
@@ -262,7 +281,10 @@ def run_train(args) -> int:
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
     signal.signal(signal.SIGINT, stop_gracefully)
-    status = job.run()
+    try:
+        status = job.run()
+    except (JobBusy, ResumeRefused) as error:  # raised before the run folder is touched
+        return _fail(args, str(error), EXIT_UNREADABLE)
     data = job.data_summary
     if data:
         print(f"data: {data['rows_read']} rows read, {data['rows_left_out']} left out (rows with errors), "
@@ -273,6 +295,40 @@ def run_train(args) -> int:
         return EXIT_OK
     print(f"error: {status.get('cause')}\nfix: {status.get('fix')}", file=sys.stderr)
     return EXIT_ROW_ERRORS
+
+
+RUN_FIELDS = ("name", "state", "step", "max_steps", "last_loss", "has_adapter", "resumable", "checkpoint", "model",
+              "method", "started", "message", "path")
+
+
+def run_runs(args) -> int:
+    from pathlib import Path
+
+    from studio.config import RUNS_DIR
+    from studio.runs import list_runs
+
+    runs_dir = RUNS_DIR
+    if args.home:
+        home = Path(args.home).expanduser()
+        if not home.is_dir():
+            return _fail(args, f"--home {args.home}: no such folder", EXIT_UNREADABLE)
+        runs_dir = home / "runs" if (home / "runs").is_dir() else home
+    runs = [{key: run.get(key) for key in RUN_FIELDS} for run in list_runs(runs_dir)]
+    if args.json:
+        print(json.dumps(runs, ensure_ascii=False))
+        return EXIT_OK
+    if not runs:
+        print(f"no runs in {runs_dir}")
+        return EXIT_OK
+    rows = [("run", "state", "step", "last loss", "adapter", "resumable")]
+    for run in runs:
+        loss = "—" if run["last_loss"] is None else f"{run['last_loss']:.4f}"
+        rows.append((run["name"], run["state"], f"{run['step'] or 0}/{run['max_steps'] or '?'}", loss,
+                     "yes" if run["has_adapter"] else "no", "yes" if run["resumable"] else "no"))
+    widths = [max(len(str(row[column])) for row in rows) for column in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip())
+    return EXIT_OK
 
 
 def run_chat(args) -> int:

@@ -1,7 +1,9 @@
 """The one owner of long-running state: the training job (and, later, loaded models).
 
 Every browser session talks to the same Workspace, so a reloaded page re-attaches to the running job and
-a second Start is refused while one runs. The run history comes from disk, so it survives restarts.
+a second Start is refused while one runs (here, or in another process on the same runs folder: a run is
+running while its process holds the run folder's lock, studio.runs). The run history comes from disk, so it
+survives restarts.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from pathlib import Path
 from studio import config as studio_config
 from studio.chat.generate import ChatEngine
 from studio.runs import RunFolder, find_running, list_runs
-from studio.train.job import TrainConfig, TrainingJob
+from studio.train.job import JobBusy, ResumeRefused, TrainConfig, TrainingJob
 
 
 class Workspace:
@@ -35,7 +37,7 @@ class Workspace:
         """(label, path) of runs that have an adapter (final or from a checkpoint), newest first."""
         choices = []
         for run in self.history():
-            if run["has_adapter"] or run["resumable"]:
+            if run["has_adapter"] or run["checkpoint"]:
                 choices.append((f"{run['name']} ({run['state']}, {run['model']})", run["path"]))
         return choices
 
@@ -49,15 +51,35 @@ class Workspace:
             folder = base.with_name(f"{base.name}-{number}")
         return folder
 
+    def _refuse_if_busy(self) -> None:
+        """One training at a time across the app: a run another process trains here (a ZeroGPU worker, a CLI
+        run on the same STUDIO_HOME) holds the device too. This process's own job is TrainingJob.start's check."""
+        if self.job and self.job.running:
+            return  # TrainingJob.start refuses with its own message
+        other = find_running(self.runs_dir)
+        if other:
+            status = other.read_status()
+            raise JobBusy(f"Another training run is going ({other.name}, step {status.get('step', 0)} of "
+                          f"{status.get('max_steps') or '?'}); stop it or wait for it to finish, then start again.")
+
     def start(self, config: TrainConfig) -> TrainingJob:
         """Start a new run in the background; JobBusy while another one is going."""
+        self._refuse_if_busy()
         self.job = TrainingJob(config).start()
         return self.job
 
+    def resume_refusal(self, run_name: str) -> str | None:
+        """Why the run cannot be resumed (completed, training now), or None: what the Train tab's Resume shows."""
+        return RunFolder(self.run_path(run_name)).resume_refusal()
+
     def resume(self, run_name: str, **overrides) -> TrainingJob:
+        """Go on with a stopped, failed or interrupted run from its newest complete checkpoint (from step 0 when
+        a crash came before the first); ResumeRefused for a completed or running one, touching nothing."""
         folder = RunFolder(self.run_path(run_name))
-        if folder.latest_checkpoint() is None:
-            raise ValueError(f"Run {run_name} has no checkpoint to resume from (runs save one when stopped).")
+        refusal = folder.resume_refusal()
+        if refusal:
+            raise ResumeRefused(refusal)
+        self._refuse_if_busy()
         config = TrainConfig.from_json({**folder.read_config(), **overrides, "output": str(folder.path)})
         self.job = TrainingJob(config, resume=True).start()
         return self.job

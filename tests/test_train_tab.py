@@ -107,3 +107,64 @@ def test_presets_fill_the_speed_ups_too():
         assert ("packing" in values[-1]) == bool(preset.get("packing")), name
         assert "fused_lora" in values[-1]
     assert "packing" in preset_values("R1-Distill LoRA (seed advice)")[-1]
+
+
+def completed_run_name(client):
+    history = status(client)[5]["data"]
+    names = [row[0] for row in history if row[1] == "completed"]
+    if not names:  # run alone: make one
+        client.predict(DEMO_TRAIN, *train_settings(max_steps=2), api_name="/start_training")
+        wait_for(client, ["completed", "failed"])
+        return completed_run_name(client)
+    return names[0]
+
+
+def test_resume_is_disabled_with_the_reason_for_a_completed_run(client, studio_home):
+    import gradio as gr
+
+    from studio.ui.train_tab import resume_choice, select_run
+
+    name = completed_run_name(client)
+    folder = studio_home / "runs" / name
+    before = {path: path.stat().st_mtime_ns for path in folder.rglob("*")}
+    event = gr.SelectData(None, {"index": [0, 0], "value": name, "row_value": [name, "completed"]})
+    selected, button, note = select_run(event)
+    assert selected == name and button["interactive"] is False
+    assert "completed" in note and "overwrite" in note
+    with pytest.raises(Exception, match="completed"):  # and the endpoint refuses it too
+        client.predict(name, api_name="/resume_training")
+    assert {path: path.stat().st_mtime_ns for path in folder.rglob("*")} == before
+    assert resume_choice("")[0]["interactive"] is True
+
+
+def test_a_run_left_running_by_a_dead_process_reads_interrupted(client, studio_home):
+    """After a restart the app may get the dead run's pid again: the status's pid is alive, the lock is not held."""
+    import os
+    import shutil
+
+    from studio.runs import STOP_MARKER, RunFolder
+    from studio.ui.train_tab import refresh, resume_choice
+
+    ghost = RunFolder(studio_home / "runs" / "ghost-of-a-restart")
+    try:
+        ghost.write_config({"model": "demo", "method": "lora", "data": DEMO_TRAIN, "output": str(ghost.path)})
+        ghost.write_status("running", started=1.0, step=3, max_steps=8)  # pid: this process's, alive
+        assert ghost.read_status()["pid"] == os.getpid()
+        *_, start_button, stop_button = refresh()  # what the page's timer gets (the API leaves buttons out)
+        assert start_button["interactive"] is True and stop_button["interactive"] is False
+        rows = {row[0]: row for row in status(client)[5]["data"]}
+        assert rows[ghost.name][1] == "interrupted"
+        assert resume_choice(ghost.name)[0]["interactive"] is True
+        client.predict(api_name="/stop_training")  # nothing is going: a warning, and no stop marker left behind
+        assert not (ghost.path / STOP_MARKER).exists()
+    finally:
+        shutil.rmtree(ghost.path, ignore_errors=True)
+
+
+def test_the_save_boxes_reach_the_config():
+    from studio.ui.train_tab import build_config
+
+    config = build_config(DEMO_TRAIN, *train_settings(save_steps=5, save_minutes=2.5))
+    assert (config.save_steps, config.save_minutes) == (5, 2.5)
+    config = build_config(DEMO_TRAIN, *train_settings()[:-1])  # an API caller that predates the minutes box
+    assert (config.save_steps, config.save_minutes) == (0, 10.0)  # auto: every 10 % of the steps, 10 minutes

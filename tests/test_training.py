@@ -171,11 +171,16 @@ def test_cli_trains_and_resumes(tmp_path):
     process = run_cli("--data", SAMPLES_DIR / "broken-sample.jsonl", "--output", folder, "--max-steps", "2",
                       "--batch-size", "4", "--max-length", "256")
     assert process.returncode == 0, process.stderr
-    assert "11 left out" in process.stdout and "Finished 2 steps" in process.stdout
+    from studio.data.validate import validate
+
+    left_out = len(validate(str(SAMPLES_DIR / "broken-sample.jsonl"), lengths=False).error_rows)
+    assert f"{left_out} left out" in process.stdout and "Finished 2 steps" in process.stdout
     assert (folder / "adapter" / "adapter_config.json").exists()
     assert "%" in process.stderr  # the progress bar with its ETA
-    process = run_cli("--output", folder, "--resume")
-    assert process.returncode == 2 and "no checkpoint" in process.stderr
+    process = run_cli("--output", folder, "--resume")  # a completed run is not retrained
+    assert process.returncode == 2 and "completed" in process.stderr
+    process = run_cli("--output", folder / "not-a-run", "--resume")
+    assert process.returncode == 2 and "not a run folder" in process.stderr
 
 
 def test_cli_failures_exit_non_zero_with_the_cause(tmp_path):
@@ -232,12 +237,14 @@ def test_cli_checkpointing_flag_is_recorded(tmp_path):
     out = tmp_path / "offloaded"
     result = subprocess.run([sys.executable, "-m", "studio", "train", "--data", str(SAMPLES_DIR / "demo-train.jsonl"),
                              "--output", str(out), "--max-steps", "2", "--checkpointing", "offload",
-                             "--packing"],
+                             "--packing", "--save-steps", "1", "--save-minutes", "0.5"],
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     config = json.loads((out / "config.json").read_text())
     assert (config["gradient_checkpointing"], config["offload_checkpoints"]) == (True, True)
     assert config["packing"] is True
+    assert (config["save_steps"], config["save_minutes"]) == (1, 0.5)
+    assert [path.name for path in RunFolder(out).checkpoints()] == ["checkpoint-1", "checkpoint-2"]
     status = json.loads((out / "status.json").read_text())
     assert status["gradient_checkpointing"] is True and status["offload_checkpoints"] is False  # CPU: nothing to move
 
@@ -278,6 +285,7 @@ def test_cli_packing_can_be_turned_off_and_on():
     from studio.cli import build_parser
 
     base = ["train", "--data", "d.jsonl", "--output", "o"]
+    assert (build_parser().parse_args(base).save_steps, build_parser().parse_args(base).save_minutes) == (None, None)
     assert build_parser().parse_args(base).packing is None  # the preset decides
     assert build_parser().parse_args([*base, "--packing"]).packing is True
     assert build_parser().parse_args([*base, "--no-packing"]).packing is False

@@ -3,11 +3,17 @@
 The loss covers the assistant's reasoning and answer (studio.data.template keeps the `<think>` content the
 official chat template would delete). Metrics go to a thread-safe store and to the run folder; stop is
 graceful at the next step and saves the adapter; a failure is written down with its cause and a fix.
+
+Crash safety: a job holds its run folder's lock (studio.runs) for the life of the training, keeps a checkpoint
+every 10 % of the steps and every 10 minutes by default, and a resume takes the newest complete checkpoint
+(older ones when the newest is cut), drops the metrics rows it redoes and goes on with the elapsed time.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import math
+import os
 import random
 import threading
 import time
@@ -18,14 +24,18 @@ from pathlib import Path
 from studio.config import DEFAULT_MAX_LENGTH, DEFAULT_MODEL, DEMO_MODEL
 from studio.train.estimate import memory_setting_words
 from studio.models import SDPA_BACKENDS, prefer_sdpa_backend
-from studio.runs import COMPLETED, FAILED, RUNNING, STOPPED, RunFolder
+from studio.runs import COMPLETED, FAILED, RUNNING, STOPPED, RunFolder, RunLocked, checkpoint_step
 
 # One training run at a time in this process, whoever asks (every browser session shares the GPU).
 _ONE_RUN = threading.Lock()
 
 
 class JobBusy(Exception):
-    """Another run holds the trainer; the message names it."""
+    """Another run holds the trainer (or another process holds this run); the message names it."""
+
+
+class ResumeRefused(ValueError):
+    """The run cannot be resumed (completed, not a run); raised before anything of the run is touched."""
 
 LORA_LR, QLORA_LR = 1e-4, 2e-4  # the seed's advice for R1-Distill 7B/8B
 
@@ -52,7 +62,12 @@ class TrainConfig:
     warmup: float = 0.03  # a fraction of the steps (< 1) or a number of steps
     scheduler: str = "cosine"
     eval_split: float = 0.0
-    save_steps: int = 0  # 0: checkpoint only when stopping and at the end
+    # Checkpoints (adapter, optimizer, scheduler, RNG) for resume, whichever comes first: every save_steps steps
+    # (0: every 10 % of the steps) and every save_minutes minutes of training (0: no time limit). The newest
+    # save_total_limit complete ones are kept (the newest complete one is never deleted); Stop always saves one.
+    save_steps: int = 0
+    save_minutes: float = 10.0
+    save_total_limit: int = 3
     seed: int = 42
     gradient_checkpointing: bool | None = None  # None: off when the run fits without it (GPU), off on CPU
     # Padding-free: rows packed into sequences of at most max_length tokens (studio.train.packing; batch_size then counts
@@ -90,6 +105,10 @@ class TrainConfig:
         for name in ("lora_r", "lora_alpha", "batch_size", "grad_accum", "max_length"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.save_steps < 0 or self.save_minutes < 0:
+            problems.append("save_steps and save_minutes must be 0 (auto / no time limit) or more")
+        if self.save_total_limit < 1:
+            problems.append(f"save_total_limit must be at least 1, got {self.save_total_limit}")
         if self.max_steps <= 0 and self.epochs <= 0:
             problems.append("set epochs > 0 or max_steps > 0")
         if not 0 <= self.eval_split < 0.5:
@@ -230,6 +249,16 @@ def make_collator(tokenizer, packing: bool, one_row: bool = False, sequence_offs
     return without_mask
 
 
+def planned_steps(config: TrainConfig, train_rows: int) -> int:
+    """The optimizer steps the run will take: max_steps, or the epochs over `train_rows` rows (or packs) as the
+    Trainer counts them (a last short batch counts, a last short accumulation too)."""
+    if config.max_steps > 0:
+        return config.max_steps
+    batches = math.ceil(train_rows / config.batch_size)
+    per_epoch = max(1, batches // config.grad_accum + int(batches % config.grad_accum > 0))
+    return max(1, math.ceil(config.epochs * per_epoch))
+
+
 # A checkpointing choice (CLI flag, Train tab radio) -> (gradient_checkpointing, offload_checkpoints); None: auto.
 CHECKPOINTING = {"auto": (None, None), "on": (True, False), "offload": (True, True), "off": (False, False)}
 
@@ -295,12 +324,20 @@ class TrainingJob:
         self.data_summary: dict = {}
         self._failure: BaseException | None = None  # set by the callback (e.g. NaN loss)
         self._tokenizer = None
+        self._run_lock = None  # the run folder's lock (studio.runs.RunLock), held while training
+        self.elapsed_before = 0.0  # training seconds before this process took over (a resume's checkpoint's)
 
     # control ------------------------------------------------------------------------------------
     def start(self) -> "TrainingJob":
-        """Train in a background thread; raises JobBusy while another run is going."""
+        """Train in a background thread; raises JobBusy while another run is going (in this process, or in
+        another one on this run's folder) and ResumeRefused for a run that cannot be resumed."""
         if not _ONE_RUN.acquire(blocking=False):
             raise JobBusy("Another training run is going; stop it or wait for it to finish, then start again.")
+        try:
+            self._claim()
+        except BaseException:
+            _ONE_RUN.release()
+            raise
         self.thread = threading.Thread(target=self._run_and_release, name=f"train-{self.folder.name}", daemon=True)
         self.thread.start()
         return self
@@ -310,6 +347,29 @@ class TrainingJob:
             self.run()
         finally:
             _ONE_RUN.release()
+
+    def _claim(self) -> None:
+        """Take the run folder's lock, and for a resume check under it that the run can be resumed; touches
+        nothing of the run when refused."""
+        if self._run_lock is not None:
+            return
+        if self.resume:  # before the lock: refusing must not even create run.lock
+            refusal = self.folder.resume_refusal()
+            if refusal:
+                raise ResumeRefused(refusal)
+        try:
+            self._run_lock = self.folder.acquire()
+        except RunLocked as error:
+            raise JobBusy(str(error)) from None
+        refusal = self.folder.resume_refusal(locked_by_caller=True) if self.resume else None
+        if refusal:  # it changed while we waited for the lock (another process finished it)
+            self._release()
+            raise ResumeRefused(refusal)
+
+    def _release(self) -> None:
+        if self._run_lock is not None:
+            self._run_lock.release()
+            self._run_lock = None
 
     def stop(self) -> None:
         """Ask for a graceful stop; the training thread saves and writes the status at the next step."""
@@ -344,31 +404,70 @@ class TrainingJob:
 
     # the work -----------------------------------------------------------------------------------
     def run(self) -> dict:
+        """Train in this thread; JobBusy / ResumeRefused (raised before the run is touched) when it cannot."""
+        self._claim()
+        try:
+            return self._run_claimed()
+        finally:  # after the last status: a reader never sees the lock free while the status says running
+            self._release()
+
+    def _prepare_resume(self) -> tuple[Path | None, str]:
+        """The checkpoint to resume from (None: the crash came before the first one, so from step 0) and the
+        words for the status; drops the broken checkpoints and the metrics rows past the checkpoint's step."""
+        checkpoint, passed_over = self.folder.resume_point()
+        removed = self.folder.remove_incomplete_checkpoints()
+        step = checkpoint_step(checkpoint) if checkpoint else 0
+        rows = self.folder.rewrite_metrics(step)  # redone steps replace theirs; a cut last line goes
+        with self._lock:
+            self._metrics = rows
+        at_step = [row for row in rows if row.get("step") == step and "elapsed_s" in row]
+        self.elapsed_before = float((at_step or rows or [{}])[-1].get("elapsed_s") or 0.0) if step else 0.0
+        skipped = f"; passed over {', '.join(passed_over)}" if passed_over else ""
+        if checkpoint:
+            words = f"resumed from {checkpoint.name}{skipped}"
+        else:
+            words = f"no complete checkpoint to resume from{skipped}: trained again from step 0"
+        if removed:
+            words += f" (deleted the incomplete {', '.join(removed)})"
+        self._set_status(RUNNING, resumed_from=checkpoint.name if checkpoint else None, passed_over=passed_over)
+        return checkpoint, words
+
+    def _run_claimed(self) -> dict:
         started = time.time()
         config = self.config
-        if self.resume:
-            self._metrics = self.folder.read_metrics()
-        else:
-            self.folder.write_config(config.to_json())
-        self.folder.clear_stop_request()
-        self._set_status(RUNNING, started=self.status.get("started", started), message="Loading data and model",
-                         step=0, max_steps=None, cause=None, fix=None, traceback=None)
+        checkpoint, resumed = None, ""
         try:
+            if self.resume:
+                started = self.folder.read_status().get("started") or started
+                checkpoint, resumed = self._prepare_resume()
+            self.folder.write_config(config.to_json())  # a resume's: the settings it goes on with (overrides too)
+            self.folder.clear_stop_request()
+            self._set_status(RUNNING, started=started, message="Loading data and model", max_steps=None,
+                             step=checkpoint_step(checkpoint) if checkpoint else 0,
+                             cause=None, fix=None, traceback=None, ended=None)
+            from studio.train.trainer import NothingLeftToTrain
+
             trainer = self._build_trainer()
-            checkpoint = self.folder.latest_checkpoint() if self.resume else None
-            if self.resume and checkpoint is None:
-                raise ValueError(f"{self.folder.path} has no checkpoint to resume from; start a new run instead.")
-            self._set_status(RUNNING, message="Training" + (f" (resumed from {checkpoint.name})" if checkpoint else ""))
-            with prefer_sdpa_backend(config.attention):
-                trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+            resumed = f" ({resumed})" if resumed else ""
+            self._set_status(RUNNING, message=f"Training{resumed}")
+            try:
+                with prefer_sdpa_backend(config.attention):
+                    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+            except NothingLeftToTrain as done:  # the checkpoint's weights are loaded: they are the adapter
+                self._save_adapter(trainer.model)
+                self._set_status(COMPLETED, step=done.step, max_steps=done.max_steps, ended=time.time(),
+                                 message=f"Finished {done.step} steps{resumed}: {checkpoint.name} was already at "
+                                         f"max_steps {done.max_steps}, nothing left to train; adapter saved in "
+                                         f"{self.folder.adapter_dir}.")
+                return self.status
             if self._failure:
                 raise self._failure
-            trainer.model.save_pretrained(self.folder.adapter_dir)
-            self._tokenizer.save_pretrained(self.folder.adapter_dir)
+            self._save_adapter(trainer.model)
             state = STOPPED if self.stop_requested else COMPLETED
             step = trainer.state.global_step
-            message = (f"Stopped at step {step}; adapter saved — Resume continues from here." if state == STOPPED
-                       else f"Finished {step} steps; adapter saved in {self.folder.adapter_dir}.")
+            message = (f"Stopped at step {step}{resumed}; adapter saved — Resume continues from here."
+                       if state == STOPPED
+                       else f"Finished {step} steps{resumed}; adapter saved in {self.folder.adapter_dir}.")
             self._set_status(state, message=message, step=step, ended=time.time())
         except BaseException as error:  # everything must end in a status the user can read
             cause, fix = explain_failure(error, config)
@@ -380,12 +479,29 @@ class TrainingJob:
             self.folder.clear_stop_request()
         return self.status
 
+    def _save_adapter(self, model) -> None:
+        """The adapter (PEFT format, with the tokenizer) into adapter/, swapped in whole: written beside it, then
+        renamed, so a kill while saving never leaves a half-written adapter/ behind."""
+        import shutil
+
+        final = self.folder.adapter_dir
+        fresh = final.with_name(f".{final.name}.{os.getpid()}.new")
+        old = final.with_name(f".{final.name}.{os.getpid()}.old")
+        for leftover in (fresh, old):
+            shutil.rmtree(leftover, ignore_errors=True)
+        model.save_pretrained(fresh)
+        self._tokenizer.save_pretrained(fresh)
+        if final.exists():
+            final.rename(old)
+        fresh.rename(final)
+        shutil.rmtree(old, ignore_errors=True)
+
     def _build_trainer(self):
         from peft import LoraConfig, get_peft_model
         from transformers import PrinterCallback, TrainingArguments
 
         from studio.models import ALL_LINEAR, ATTENTION_ONLY, detect_device, load_base_for_training, load_tokenizer
-        from studio.train.trainer import MetricsCallback, StudioTrainer
+        from studio.train.trainer import CheckpointCallback, MetricsCallback, StudioTrainer, auto_save_steps
 
         config = self.config
         device = detect_device()
@@ -411,7 +527,11 @@ class TrainingJob:
             enable_fused_lora(model)
         collator = make_collator(tokenizer, config.packing, one_row=config.batch_size == 1,
                                  sequence_offsets=config.attention == "varlen")
-        save_steps = config.save_steps if config.save_steps > 0 else None
+        train = data.train
+        if config.packing:
+            from studio.train.packing import pack_rows
+
+            train = pack_rows(train, config.max_length)
         arguments = TrainingArguments(
             output_dir=str(self.folder.path),
             per_device_train_batch_size=config.batch_size,
@@ -423,8 +543,11 @@ class TrainingJob:
             warmup_steps=config.warmup,
             lr_scheduler_type=config.scheduler,
             logging_steps=1,
-            save_strategy="steps" if save_steps else "no",
-            save_steps=save_steps or 500,
+            # Steps: the interval is set when training begins (CheckpointCallback: N, or 10 % of the steps) and the
+            # Trainer saves at the end too. Pruning is the callback's (it never deletes the only complete one).
+            save_strategy="steps",
+            save_steps=config.save_steps or auto_save_steps(planned_steps(config, len(train))),
+            save_total_limit=None,
             eval_strategy="epoch" if data.eval else "no",
             bf16=device.kind == "cuda" and device.bf16,
             use_cpu=device.kind == "cpu",
@@ -440,14 +563,12 @@ class TrainingJob:
             # idle while the host does the step's bookkeeping. MetricsCallback stops a non-finite loss itself.
             logging_nan_inf_filter=False,
         )
-        train = data.train
-        if config.packing:
-            from studio.train.packing import pack_rows
-
-            train = pack_rows(train, config.max_length)
         trainer = StudioTrainer(model=model, args=arguments, train_dataset=train,
                                 eval_dataset=data.eval or None, data_collator=collator,
-                                callbacks=[MetricsCallback(self), *self.extra_callbacks])
+                                callbacks=[MetricsCallback(self),
+                                           CheckpointCallback(self.folder, config.save_steps, config.save_minutes,
+                                                              config.save_total_limit),
+                                           *self.extra_callbacks])
         if not self.show_progress_bar:
             trainer.remove_callback(PrinterCallback)  # metrics go to the store, not to stdout
         return trainer

@@ -1,4 +1,5 @@
-"""The transformers Trainer as the studio runs it: a lighter step, and a callback that feeds the run folder.
+"""The transformers Trainer as the studio runs it: a lighter step, a callback that feeds the run folder, and one
+that keeps a checkpoint on schedule (every N steps and every M minutes, whichever comes first).
 
 TrainingJob (studio.train.job) builds both, importing this module only when a run starts (the Trainer's imports
 take seconds, which the app's start-up should not wait for); nothing here imports gradio.
@@ -17,6 +18,15 @@ from studio.runs import RUNNING
 
 class NonFiniteLoss(RuntimeError):
     """The loss became NaN or infinite; the run stops with this as its cause."""
+
+
+class NothingLeftToTrain(Exception):
+    """A resumed run's checkpoint is already at max_steps: raised before a step is taken (the Trainer would
+    otherwise take one more), so the job saves the checkpoint's adapter and ends."""
+
+    def __init__(self, step: int, max_steps: int):
+        super().__init__(f"already at step {step} of {max_steps}")
+        self.step, self.max_steps = step, max_steps
 
 
 class StudioTrainer(Trainer):
@@ -62,6 +72,8 @@ class MetricsCallback(TrainerCallback):
         self.window: collections.deque = collections.deque(maxlen=6)
 
     def on_train_begin(self, args, state, control, **kwargs):
+        if state.global_step >= state.max_steps > 0:  # a resume at (or past) the end: no step past max_steps
+            raise NothingLeftToTrain(state.global_step, state.max_steps)
         self.start_time = self.last_time = time.time()
         self.start_step = state.global_step
         self.last_tokens = state.num_input_tokens_seen
@@ -93,9 +105,9 @@ class MetricsCallback(TrainerCallback):
             if len(self.window) == 1:
                 first_time, first_tokens = self.last_time, self.last_tokens
             row["tokens_per_s"] = round((last_tokens - first_tokens) / max(last_time - first_time, 1e-9), 1)
-        elapsed = now - self.start_time
+        elapsed = now - self.start_time  # this process's share: the rate for the ETA
         done = state.global_step - self.start_step
-        row["elapsed_s"] = round(elapsed, 1)
+        row["elapsed_s"] = round(self.job.elapsed_before + elapsed, 1)  # a resumed run goes on from its checkpoint's
         row["eta_s"] = round(elapsed / done * (state.max_steps - state.global_step), 1) if done else None
         if torch.cuda.is_available():
             row["gpu_mem_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
@@ -105,3 +117,38 @@ class MetricsCallback(TrainerCallback):
         self.job._set_status(RUNNING, step=state.global_step, max_steps=state.max_steps, eta_s=row["eta_s"],
                              message=self.job.status.get("message"))
         return control
+
+
+AUTO_SAVE_FRACTION = 0.1  # save_steps 0: a checkpoint every 10 % of the steps
+
+
+def auto_save_steps(max_steps: int) -> int:
+    """The step interval of save_steps 0: at least every 10 % of the steps (every step for runs under 20)."""
+    return max(1, int(max_steps * AUTO_SAVE_FRACTION))
+
+
+class CheckpointCallback(TrainerCallback):
+    """A Trainer checkpoint (adapter, optimizer, scheduler, RNG, trainer state) every `every_steps` steps (0: every
+    10 % of the run) and at least every `every_minutes` minutes of training (0: no time limit), whichever comes
+    first; after each save the older checkpoints past the newest `keep` complete ones are deleted (never the
+    newest complete one). So a kill -9 at any moment loses at most one interval.
+
+    The step interval goes through the Trainer's own save_steps (its state's, set when training begins, so a
+    resumed run takes this run's setting rather than the checkpoint's); the time limit sets `should_save`."""
+
+    def __init__(self, folder, every_steps: int = 0, every_minutes: float = 0.0, keep: int = 3):
+        self.folder, self.every_steps, self.every_minutes, self.keep = folder, every_steps, every_minutes, keep
+        self.last_save = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        state.save_steps = self.every_steps if self.every_steps > 0 else auto_save_steps(state.max_steps)
+        self.last_save = time.monotonic()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.every_minutes > 0 and time.monotonic() - self.last_save >= self.every_minutes * 60:
+            control.should_save = True
+        return control
+
+    def on_save(self, args, state, control, **kwargs):
+        self.last_save = time.monotonic()
+        self.folder.prune_checkpoints(self.keep)

@@ -38,7 +38,9 @@ HELP = {
     "warmup": "Learning-rate warm-up: a fraction of the steps (e.g. 0.03) or a number of steps.",
     "scheduler": "How the learning rate falls after warm-up; cosine is the usual choice.",
     "eval_split": "Hold out this fraction of rows to plot an eval loss (0: none).",
-    "save_steps": "Also keep a checkpoint every N steps; Stop always saves one to resume from.",
+    "save_steps": ("Keep a checkpoint to resume from every N steps; 0 (auto): every 10 % of the steps. Stop always "
+                   "saves one, and a crash loses at most one interval."),
+    "save_minutes": "…and at least every M minutes of training, whichever comes first (0: no time limit).",
     "seed": "Same seed and settings, same run.",
     "checkpointing": ("Recompute activations to save GPU memory (about 30 % slower); the CPU-memory variant saves "
                       "0.4 GiB more. auto: the fastest setting the estimate says fits this GPU; off on CPU."),
@@ -70,7 +72,7 @@ def preset_for_model(model, method):
 
 def build_config(data, model, method, learning_rate, lora_r, lora_alpha, lora_dropout, max_length, batch_size,
                  grad_accum, epochs, warmup, max_steps, targets, scheduler, eval_split, save_steps, seed,
-                 checkpointing, trackers, speedups=None, mapping=""):
+                 checkpointing, trackers, speedups=None, mapping="", save_minutes=None):
     space = workspace()
     speedups = default_speedups() if speedups is None else speedups
     model = (model or DEFAULT_MODEL).strip()
@@ -85,7 +87,9 @@ def build_config(data, model, method, learning_rate, lora_r, lora_alpha, lora_dr
         save_steps=int(save_steps or 0), seed=number(seed, "Seed"), gradient_checkpointing=CHECKPOINTING[checkpointing][0],
         offload_checkpoints=CHECKPOINTING[checkpointing][1], report_to=list(trackers or []),
         packing="packing" in speedups, liger="liger" in speedups, fused_lora="fused_lora" in speedups,
-        mapping=parse_mapping_text(mapping))
+        mapping=parse_mapping_text(mapping),
+        save_minutes=(CONFIG_DEFAULTS.save_minutes if save_minutes is None
+                      else number(save_minutes, "Save every M minutes", float)))
 
 
 def default_speedups() -> list[str]:
@@ -123,6 +127,9 @@ def start(data, *settings):
 def resume(run_name):
     if not run_name:
         raise gr.Error("Select a stopped or interrupted run in the history table first.")
+    refusal = workspace().resume_refusal(run_name)  # completed or training now: said before any GPU is asked for
+    if refusal:
+        raise gr.Error(refusal)
     if spaces.on_zero_gpu():
         yield from train_in_foreground(run_name=run_name)
         return
@@ -173,9 +180,24 @@ def plot_value(frame):
     return frame if len(frame) else None
 
 
+def resume_choice(run_name):
+    """(Resume button update, the note beside it) for the selected run: disabled, with the reason, for a run that
+    cannot be resumed (completed, training now)."""
+    if not run_name:
+        return gr.update(interactive=True), ""
+    try:
+        refusal = workspace().resume_refusal(run_name)
+    except ValueError as error:
+        refusal = str(error)
+    if refusal:
+        return gr.update(interactive=False), f"<small>⛔ {refusal}</small>"
+    return gr.update(interactive=True), ""
+
+
 @user_errors
 def select_run(event: gr.SelectData):
-    return event.row_value[0]
+    name = event.row_value[0]
+    return name, *resume_choice(name)
 
 
 @user_errors
@@ -247,8 +269,10 @@ def build(app: gr.Blocks, cleaned_dataset: gr.State) -> None:
                                     label="LR schedule", info=HELP["scheduler"], elem_id="train-scheduler")
             eval_split = gr.Number(0.0, label="Eval split (fraction)", info=HELP["eval_split"],
                                    elem_id="train-eval-split")
-            save_steps = gr.Number(0, precision=0, label="Save every N steps (0 = at stop/end)",
+            save_steps = gr.Number(0, precision=0, label="Save every N steps (0 = auto: every 10 %)",
                                    info=HELP["save_steps"], elem_id="train-save")
+            save_minutes = gr.Number(CONFIG_DEFAULTS.save_minutes, label="…and every M minutes (0 = no limit)",
+                                     info=HELP["save_minutes"], elem_id="train-save-minutes")
             seed = gr.Number(42, precision=0, label="Seed", info=HELP["seed"], elem_id="train-seed")
             checkpointing = gr.Radio([("auto", "auto"), ("on", "on"), ("on, saved inputs in CPU memory", "offload"),
                                       ("off", "off")], value="auto", label="Gradient checkpointing",
@@ -280,11 +304,12 @@ def build(app: gr.Blocks, cleaned_dataset: gr.State) -> None:
         selected_run = gr.Textbox(label="Selected run", interactive=False, elem_id="train-selected-run",
                                   info="Click a row of the history to select it.")
         resume_button = gr.Button("⟳ Resume selected run", elem_id="train-resume")
+    resume_note = gr.Markdown("", elem_id="train-resume-note")
     timer = gr.Timer(POLL_S, active=False)
 
     settings = [model, method, learning_rate, lora_r, lora_alpha, lora_dropout, max_length, batch_size, grad_accum,
                 epochs, warmup, max_steps, targets, scheduler, eval_split, save_steps, seed, checkpointing, trackers,
-                speedups, data_mapping]
+                speedups, data_mapping, save_minutes]  # build_config's order (save_minutes last: added later)
     preset_widgets = [method, learning_rate, lora_r, lora_alpha, lora_dropout, max_length, batch_size, grad_accum,
                       epochs, warmup, speedups]
     live = [status, progress, loss_plot, lr_plot, speed_plot, history, timer, start_button, stop_button]
@@ -305,6 +330,6 @@ def build(app: gr.Blocks, cleaned_dataset: gr.State) -> None:
     # Stop asks the job to stop at the next step and save; on ZeroGPU the job runs in a GPU worker process and
     # the request reaches it through the run folder (Workspace.stop), so the streaming call ends on its own.
     stop_button.click(stop, None, None, api_name="stop_training")
-    history.select(select_run, None, selected_run, api_visibility="private")
+    history.select(select_run, None, [selected_run, resume_button, resume_note], api_visibility="private")
     timer.tick(refresh, None, live, api_visibility="private", show_progress="hidden")
     app.load(refresh, None, live, api_name="training_status")  # a reloaded page re-attaches to the running job
