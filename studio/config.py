@@ -17,6 +17,22 @@ SAMPLES_DIR = ASSETS_DIR / "samples"
 STUDIO_HOME = Path(os.environ.get("STUDIO_HOME", PROJECT_ROOT / "workspace")).expanduser()
 RUNS_DIR = STUDIO_HOME / "runs"
 DATASETS_DIR = STUDIO_HOME / "datasets"
+# On a shared server (a Space, STUDIO_MULTIUSER=1) each browser session's cleaned sets and exports go to a folder of
+# its own in here, named by secrets.token_urlsafe (studio.spaces.Visitors); never served as a folder.
+VISITORS_DIR = STUDIO_HOME / "visitors"
+VISITORS_TEMP_NAME = "r1-lora-studio-visitors"  # under the system temp folder when STUDIO_HOME is not (see spaces)
+
+# What the studio keeps per browser session, and for how long (studio.spaces reads the STUDIO_* variables).
+DEFAULT_SESSION_TTL_S = 3600  # STUDIO_SESSION_TTL_S: a session idle this long lets its Data-tab report go
+DEFAULT_MAX_REPORTS = 4  # STUDIO_MAX_REPORTS: Data-tab reports held in memory at once, all sessions together
+DEFAULT_FILE_TTL_S = 86400  # STUDIO_FILE_TTL_S: uploads, downloads and session folders deleted past this age
+DEFAULT_SHARED_FILE_TTL_S = 7200  # ... its default on a shared server
+SESSION_CAPACITY = 64  # Gradio keeps each session's page (its components' values, ~3 MB) for this many sessions
+# Failed logins (STUDIO_AUTH): each one from a client doubles the wait before its next try, up to the cap.
+LOGIN_DELAY_S = 1.0
+LOGIN_MAX_DELAY_S = 30.0
+LOGIN_MAX_WAITING = 4  # tries from one client waiting their turn; more are refused unchecked
+HUB_PROBE_S = 3.0  # how long a page waits to hear whether the Hub has a model before saying it cannot be reached
 
 DEMO_MODEL = "demo"
 DEFAULT_MODEL = DEMO_MODEL
@@ -32,6 +48,29 @@ DEFAULT_MAX_LENGTH = 4096
 # the base the studio is made for, not the demo (whose toy vocabulary counts 1.6-3.1x the tokens). Offline its
 # vocabulary is built from a package (studio.data.tokenizer).
 DEFAULT_LENGTH_MODEL = "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B"
+
+# What one dataset may cost to read (studio.data.readers), so that no file, however small on disk, can take the
+# server down. A row over MAX_ROW_CHARS is the error `row_too_large`: it is never built into Python objects nor
+# tokenized. 1M characters is far beyond anything trainable: even at 8 characters a token (long English words;
+# R1 text averages 3-4, Chinese about 1.5, digits 1) it is 125k tokens, the whole 131,072-token context of the
+# R1-Distill models, and 30x the default max_length.
+MAX_ROW_CHARS = 1_000_000
+# The most bytes MAX_ROW_CHARS characters can take serialized: 12 for a character outside the BMP written as a JSON
+# escape pair (\ud83d\ude00). A line or record over this is `row_too_large` from its byte length alone, unparsed.
+MAX_ROW_BYTES = 12 * MAX_ROW_CHARS
+# A dataset is read up to these totals and the report says the rest was not read. 250M characters is 2.5x the
+# Space's 100 MB upload (a JSON or CSV file of 100 MB holds at most 100M characters; only compressed Parquet
+# expands past it) and about 60-150M tokens, days of LoRA training on one GPU; held as Python text it is
+# 250 MB-1 GB. A million rows keeps a file of tiny rows (each row, its record and its issues cost about 1 KB
+# whatever its text) under about 1 GB. Both can be raised for a machine with more memory.
+MAX_DATASET_CHARS = int(os.environ.get("STUDIO_MAX_DATASET_CHARS", 250_000_000))
+MAX_DATASET_ROWS = int(os.environ.get("STUDIO_MAX_DATASET_ROWS", 1_000_000))
+# Token lengths are measured in batches of at most this many characters: the ids come back as Python ints, about
+# 130 bytes a token for the call, so a batch costs at most ~130 MB (at the worst, one character a token).
+LENGTH_BATCH_CHARS = 1_000_000
+# A Hub dataset id gets this long to answer a first request; no answer means no network (DNS is not covered by
+# huggingface_hub's own timeouts, so the probe runs in a thread and is waited for this long at most).
+HUB_DATASET_PROBE_S = 2.5
 
 # Sampling, as DeepSeek recommends for R1 models.
 DEFAULT_TEMPERATURE = 0.6

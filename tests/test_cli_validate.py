@@ -26,7 +26,7 @@ def test_json_contract_on_the_broken_sample():
     report = json.loads(out)
     assert code == 1
     assert set(report) == {"path", "format", "mapping", "alternatives", "rows", "valid_rows", "summary", "issues", "lengths"}
-    assert report["format"] == "conversation" and report["rows"] == 26
+    assert report["format"] == "conversation" and report["rows"] == 27
     assert set(report["summary"]) == set(CODES)
     assert sum(report["summary"].values()) == len(report["issues"])
     for issue in report["issues"]:

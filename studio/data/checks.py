@@ -12,7 +12,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable
 
-from studio.config import DEFAULT_MAX_LENGTH, FOREIGN_THINK_TAGS, SOLUTION_MARKERS, THINK_CLOSE, THINK_OPEN
+from studio.config import (
+    DEFAULT_MAX_LENGTH, FOREIGN_THINK_TAGS, LENGTH_BATCH_CHARS, MAX_ROW_CHARS, SOLUTION_MARKERS, THINK_CLOSE,
+    THINK_OPEN,
+)
 from studio.data.records import Dataset, Record, paused_gc
 
 ERROR, WARNING = "error", "warning"
@@ -46,6 +49,8 @@ CODES: dict[str, CodeInfo] = {
     "foreign_think_tags": CodeInfo(WARNING, "Reasoning in other tags is not seen as reasoning; convertible to <think>."),
     "duplicate": CodeInfo(WARNING, "Repeated rows weigh double and leak between train and eval splits."),
     "truncated": CodeInfo(WARNING, "Training cuts the text at max_length; the cut part is never learned."),
+    "row_too_large": CodeInfo(ERROR, "Over the size limit (or past the dataset limit, or unreadable by the "
+                                     "tokenizer): not read, so not trained."),
 }
 
 
@@ -133,6 +138,8 @@ class Report:
             "summary": self.summary,
             "issues": [issue.to_dict() for issue in self.issues],
             "lengths": self.lengths.summary() if self.lengths else None,
+            # only when the source was larger than the studio reads: what was left unread, and why
+            **({"not_read": self.dataset.not_read} if self.dataset.not_read else {}),
         }
 
 
@@ -403,35 +410,127 @@ def _check_rows(dataset: Dataset, progress) -> Report:
 
 
 def measure_lengths(report: Report, tokenizer, max_length: int,
-                    progress: Callable[[float, str], None] | None = None, batch: int = 1000) -> LengthStats:
-    """Tokenize the rows that have no error exactly as training will, flag those over max_length."""
+                    progress: Callable[[float, str], None] | None = None, batch: int = 1000,
+                    batch_chars: int = LENGTH_BATCH_CHARS) -> LengthStats:
+    """Tokenize the rows that have no error exactly as training will, flag those over max_length.
+
+    Batches hold at most `batch` rows and `batch_chars` characters (a fixed count of long rows would hold tens of
+    millions of token ids at once). A row over MAX_ROW_CHARS is never given to the tokenizer (`row_too_large`);
+    rows with the same messages are tokenized once. Whatever the tokenizer raises — BaseExceptions such as the
+    PanicException of its Rust core included, KeyboardInterrupt and SystemExit excepted — is caught: the batch
+    is measured again row by row, and a row that still fails is a `row_too_large` error naming the failure.
+    """
     from studio.data.template import encode_examples
 
     errors = report.error_rows
     label = report.dataset.row_label()
-    todo = [record for record in report.dataset.records if record.number not in errors]
+    candidates = [record for record in report.dataset.records if record.number not in errors]
     stats = LengthStats(max_length, {}, {})
-    for start in range(0, len(todo), batch):
+    # Rows with the same messages measure the same: tokenize the first only (a file of one repeated row costs one).
+    repeated = {issue.row for issue in report.issues if issue.code == "duplicate"}
+    keys = {tuple(record.messages) for record in candidates if record.number in repeated} if repeated else set()
+    first_of: dict[tuple, Record] = {}
+    copies: list[tuple[Record, Record]] = []
+    todo = []
+    for record in candidates:
+        if keys:
+            key = tuple(record.messages)
+            if key in keys:
+                first = first_of.setdefault(key, record)
+                if first is not record:
+                    copies.append((record, first))
+                    continue
+        todo.append(record)
+    firsts = {record.number for record in first_of.values()}
+    prompt_tokens: dict[int, int] = {}  # of the rows that others repeat
+    failed: dict[int, str] = {}
+
+    def measured(record: Record, example) -> None:
+        stats.lengths[record.number] = len(example)
+        stats.reasoning_tokens[record.number] = example.reasoning_end - example.prompt_tokens
+        if record.number in firsts:
+            prompt_tokens[record.number] = example.prompt_tokens
+        _flag_truncated(report, record.number, label, len(example), example.prompt_tokens, example.reasoning_end,
+                        max_length)
+
+    def fail(record: Record, message: str) -> None:
+        failed[record.number] = message
+        report.issues.append(Issue(record.number, "row_too_large", ERROR, f"{label} {record.number}: {message}"))
+
+    chunk: list[Record] = []
+    chunk_chars = done = 0
+
+    def flush() -> None:
+        nonlocal done
         if progress:
-            progress(start / max(1, len(todo)), "Measuring token lengths")
-        chunk = todo[start:start + batch]
+            progress(done / max(1, len(todo)), "Measuring token lengths")
         conversations = [trainable_messages(record.messages) for record in chunk]
-        for record, example in zip(chunk, encode_examples(tokenizer, conversations)):
-            total = len(example)
-            stats.lengths[record.number] = total
-            stats.reasoning_tokens[record.number] = example.reasoning_end - example.prompt_tokens
-            if total > max_length:
-                if max_length <= example.prompt_tokens:
-                    where = "inside the prompt: nothing of the reply would be trained"
-                elif max_length < example.reasoning_end:
-                    where = "inside the reasoning: the rest of it and the whole answer would be lost"
+        examples = _encode_guarded(encode_examples, tokenizer, conversations)
+        if isinstance(examples, list) and len(examples) == len(chunk):
+            for record, example in zip(chunk, examples):
+                measured(record, example)
+        else:  # the batch failed: find the row(s) that make the tokenizer fail, measure the others
+            for record, conversation in zip(chunk, conversations):
+                example = _encode_guarded(encode_examples, tokenizer, [conversation])
+                if isinstance(example, list) and len(example) == 1:
+                    measured(record, example[0])
                 else:
-                    where = "inside the answer: its end would be lost"
-                report.issues.append(Issue(
-                    record.number, "truncated", WARNING,
-                    f"{label} {record.number}: {total} tokens, over max_length {max_length}; the cut falls "
-                    f"{where}. Raise max_length to at least {total} or drop the row"))
+                    fail(record, f"the tokenizer failed on this row ({example}), so its length cannot be measured "
+                                 "and it cannot be trained; shorten the row or delete it")
+        done += len(chunk)
+        chunk.clear()
+
+    for record in todo:
+        chars = sum(len(content) for _, content in record.messages)
+        if chars > MAX_ROW_CHARS:
+            fail(record, f"{chars:,} characters, over the limit of {MAX_ROW_CHARS:,} for one row, so it was not "
+                         "tokenized; split it into shorter rows or delete it")
+            continue
+        if chunk and (len(chunk) >= batch or chunk_chars + chars > batch_chars):
+            flush()
+            chunk_chars = 0
+        chunk.append(record)
+        chunk_chars += chars
+    if chunk:
+        flush()
+    for record, first in copies:
+        if first.number in failed:
+            fail(record, failed[first.number])
+        elif first.number in stats.lengths:
+            stats.lengths[record.number] = total = stats.lengths[first.number]
+            stats.reasoning_tokens[record.number] = stats.reasoning_tokens[first.number]
+            prompt = prompt_tokens[first.number]
+            _flag_truncated(report, record.number, label, total, prompt,
+                            prompt + stats.reasoning_tokens[first.number], max_length)
     return stats
+
+
+def _encode_guarded(encode, tokenizer, conversations):
+    """encode(tokenizer, conversations), or a one-line description of what it raised. BaseException is caught on
+    purpose: the tokenizers library's Rust panics reach Python as pyo3's PanicException, a BaseException."""
+    try:
+        return encode(tokenizer, conversations)
+    except (KeyboardInterrupt, SystemExit, GeneratorExit):
+        raise
+    except BaseException as error:  # noqa: B036 — see the docstring
+        text = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
+        return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def _flag_truncated(report: Report, number: int, label: str, total: int, prompt_tokens: int, reasoning_end: int,
+                    max_length: int) -> None:
+    if total <= max_length:
+        return
+    if max_length <= prompt_tokens:
+        where = "inside the prompt: nothing of the reply would be trained"
+    elif max_length < reasoning_end:
+        where = "inside the reasoning: the rest of it and the whole answer would be lost"
+    else:
+        where = "inside the answer: its end would be lost"
+    report.issues.append(Issue(
+        number, "truncated", WARNING,
+        f"{label} {number}: {total} tokens, over max_length {max_length}; the cut falls "
+        f"{where}. Raise max_length to at least {total} or drop the row"))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -497,7 +596,7 @@ def apply_fixes(report: Report, fixes: set[str], *, tokenizer=None,
             if repaired != reply:
                 messages = messages[:-1] + [("assistant", repaired)]
         records.append(Record(record.number, messages, record.problem, record.extra))
-    fixed = Dataset(source.source, source.kind, source.mapping, records, source.alternatives)
+    fixed = Dataset(source.source, source.kind, source.mapping, records, source.alternatives, source.not_read)
     recheck = check_dataset(fixed, tokenizer=tokenizer, max_length=max_length)
     drop: set[int] = set()
     if "drop_errors" in fixes:
@@ -510,6 +609,7 @@ def apply_fixes(report: Report, fixes: set[str], *, tokenizer=None,
             changed[fix] = len(rows)
     if drop:
         fixed = Dataset(source.source, source.kind, source.mapping,
-                        [record for record in records if record.number not in drop], source.alternatives)
+                        [record for record in records if record.number not in drop], source.alternatives,
+                        source.not_read)
         recheck = check_dataset(fixed, tokenizer=tokenizer, max_length=max_length)
     return FixResult(fixed, recheck, changed)

@@ -3,7 +3,9 @@
 Every row becomes a `Record`: its number in the source (the 1-based line for JSONL, the 1-based record
 otherwise) and its chat messages as (role, content) pairs, whose last assistant content carries
 `<think>…</think>` then the answer. Rows that cannot be parsed or mapped keep their number and a
-`problem` (code, message) so the checks report them and the other rows still load.
+`problem` (code, message) so the checks report them and the other rows still load; a row over the size limit
+(`row_too_large`) was never parsed. When the source is larger than the studio reads (studio.config's dataset
+limits), `Dataset.not_read` says so, and so does the last record's problem.
 
 The steps live below this module: `readers` (raw rows from files and Hub ids), `detect` (the layout, by
 evidence), `mapping` (the layouts, normalizing a row, the user's overrides). This module glues them.
@@ -25,6 +27,9 @@ from studio.data.mapping import (
 from studio.data.readers import DatasetUnreadable, read_raw_rows
 
 MAX_ALTERNATIVES = 8  # the most runner-up mappings a Dataset keeps
+# Rows whose fields fit no layout get the full explanation this many times per set of fields, then a short
+# message pointing to the first: a million such rows would otherwise hold ~500 MB of repeated text.
+FULL_REASONS = 20
 
 
 @dataclass(slots=True)
@@ -42,6 +47,7 @@ class Dataset:
     mapping: FieldMapping | None
     records: list[Record]
     alternatives: list[FieldMapping] = field(default_factory=list)  # other mappings that fit, best first
+    not_read: str | None = None  # what of the source was left unread past the dataset limits (None: all was read)
     _by_number: dict[int, Record] | None = field(default=None, repr=False, compare=False)
 
     def record(self, number: int) -> Record:
@@ -133,6 +139,7 @@ def _best_for_layout(detected: list[FieldMapping], layout: str) -> FieldMapping 
 
 def _load_dataset(source: str, mapping: FieldMapping | None, overrides: dict[str, str] | None) -> Dataset:
     kind, raw_rows = read_raw_rows(source)
+    not_read = getattr(raw_rows, "not_read", None)
     if not raw_rows:
         raise DatasetUnreadable(f"{source} holds no rows.")
     sample = _sample(row for _, row, _ in raw_rows)
@@ -147,7 +154,7 @@ def _load_dataset(source: str, mapping: FieldMapping | None, overrides: dict[str
     turn_list = simple and mapping.turns is not None and mapping.response is None
     prompt_field, response_field, turns_field = (mapping.prompt, mapping.response, mapping.turns) if simple else (None,) * 3
     used = _used_fields(mapping) if mapping is not None else frozenset()
-    unknown_reasons: dict[tuple, str] = {}
+    unknown_reasons: dict[tuple, list] = {}  # fields -> [reason, first row number, rows given the reason]
     for number, row, error in raw_rows:
         if pair and type(row) is dict:
             prompt, response = row.get(prompt_field), row.get(response_field)
@@ -173,13 +180,19 @@ def _load_dataset(source: str, mapping: FieldMapping | None, overrides: dict[str
                                           {key: value for key, value in row.items() if key not in used}))
                         continue
         if error is not None:
-            append(Record(number, problem=("parse_error", error)))
+            append(Record(number, problem=(getattr(error, "code", "parse_error"), str(error))))
         elif mapping is None:
             key = tuple(row) if type(row) is dict else (type(row).__name__,)
-            reason = unknown_reasons.get(key)
-            if reason is None:
-                reason = unknown_reasons[key] = _unknown_format_reason(row)
-            append(Record(number, problem=("unknown_format", f"{label} {number}: {reason}")))
+            known = unknown_reasons.get(key)
+            if known is None:
+                known = unknown_reasons[key] = [_unknown_format_reason(row), number, 0]
+            known[2] += 1
+            if known[2] <= FULL_REASONS:
+                message = f"{label} {number}: {known[0]}"
+            else:
+                message = (f"{label} {number}: the same fields as {label} {known[1]}, which no known layout fits "
+                           "(see it)")
+            append(Record(number, problem=("unknown_format", message)))
         else:
             try:
                 messages = normalize_row(row, mapping)
@@ -193,7 +206,7 @@ def _load_dataset(source: str, mapping: FieldMapping | None, overrides: dict[str
                 continue
             append(Record(number, messages, None,
                           {key: value for key, value in row.items() if key not in used} or None))
-    return Dataset(source, kind, mapping, records, alternatives)
+    return Dataset(source, kind, mapping, records, alternatives, not_read=not_read)
 
 
 __all__ = ["Dataset", "Record", "load_dataset", "paused_gc"]

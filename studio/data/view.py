@@ -28,6 +28,8 @@ def overview_markdown(report: Report) -> str:
         f"**Rows:** {data['rows']:,} · **valid:** {data['valid_rows']:,} · **with errors:** {errors:,} · "
         f"**warnings:** {sum(1 for issue in report.issues if issue.severity != ERROR):,}",
     ]
+    if dataset.not_read:
+        lines.append(f"⚠️ **Not all of the file was read:** {_escape(dataset.not_read)}")
     if dataset.mapping:
         lines.append(f"**Mapping:** {mapping_markdown(dataset.mapping)}")
     if dataset.alternatives:
