@@ -10,7 +10,7 @@ except ValueError as error:  # a malformed STUDIO_ZERO_GPU_* variable
 
 def main() -> None:
     try:
-        spaces.auth_from_env()  # a malformed STUDIO_AUTH stops here, with the reason, before anything loads
+        spaces.check_settings()  # a malformed STUDIO_AUTH or other STUDIO_* stops here, with the reason
     except ValueError as error:
         sys.exit(f"R1 LoRA Studio cannot start: {error}")
     from studio.ui.app import build_app, launch_settings

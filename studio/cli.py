@@ -8,7 +8,9 @@
         [--batch-size N] [--grad-accum N] [--[no-]packing] [--checkpointing auto|on|offload|off]
         [--save-steps N] [--save-minutes M] [--resume]
         exit 0: trained (or stopped with Ctrl-C, adapter saved); 1: the run failed (cause printed);
-        2: bad arguments, or a resume refused (not a run folder, completed, training now).
+        2: bad arguments, what cannot run here (QLoRA without CUDA, a run the estimate says will not fit, a folder
+        or missing file as --data, no row without errors), --output already holding a run without --resume, or a
+        resume refused (not a run folder, completed, training now); nothing is written then.
     python -m studio runs [--json] [--home DIR]
         the runs in STUDIO_HOME's runs folder (or DIR's, or DIR): name, state, step, loss, adapter, resumable.
     python -m studio chat --adapter DIR [--model demo|PATH|HUB_ID] --prompt TEXT [--max-new-tokens N]
@@ -75,7 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser("train", help="fine-tune with LoRA or QLoRA into a run folder")
     train.add_argument("--data", help="any file `validate` reads; rows with errors are left out")
-    train.add_argument("--output", required=True, help="the run folder (config, metrics, checkpoints, adapter)")
+    train.add_argument("--output", required=True,
+                       help="the run folder (config, metrics, checkpoints, adapter); one that already holds a run is "
+                            "refused unless --resume")
     train.add_argument("--model", help="demo (default), a model folder or a Hub id")
     train.add_argument("--method", choices=["lora", "qlora"])
     train.add_argument("--epochs", type=float)
@@ -218,6 +222,7 @@ def format_report(report, limit: int = 20) -> str:
         f"  format: {data['format']}",
         *([f"  mapping: {report.dataset.mapping.describe()}"] if report.dataset.mapping else []),
         *([f"  runner-up: {report.dataset.alternatives[0].describe()}"] if report.dataset.alternatives else []),
+        *([f"  not all of the file was read: {report.dataset.not_read}"] if report.dataset.not_read else []),
         f"  rows: {data['rows']}   valid (no error): {data['valid_rows']}   "
         f"with errors: {data['rows'] - data['valid_rows']}",
     ]
@@ -250,7 +255,7 @@ def run_train(args) -> int:
     import signal
 
     from studio.runs import COMPLETED, STOPPED, RunFolder
-    from studio.train.job import JobBusy, ResumeRefused, TrainConfig, TrainingJob, default_config
+    from studio.train.job import JobBusy, ResumeRefused, TrainConfig, TrainingJob, default_config, start_refusal
 
     given = {field: getattr(args, flag) for flag, field in TRAIN_FLAGS.items() if getattr(args, flag) is not None}
     mapping = {key: value for key, value in {"format": args.format, **dict(args.field)}.items() if value}
@@ -270,8 +275,15 @@ def run_train(args) -> int:
         else:
             if not args.data:
                 return _fail(args, "--data is required (a dataset file) unless --resume", EXIT_UNREADABLE)
+            if RunFolder(args.output).is_run():  # never train over a run: its checkpoints and adapter are kept
+                return _fail(args, f"{args.output} already holds a run: pass --resume to continue it, or another "
+                                   "--output", EXIT_UNREADABLE)
             config = default_config(output=args.output, **given)
         job = TrainingJob(config, resume=args.resume, show_progress_bar=True)
+        # What cannot run here (the Train tab's badge says the same), before the output folder is made.
+        refusal = start_refusal(config)
+        if refusal:
+            return _fail(args, refusal, EXIT_UNREADABLE)
     except (ValueError, TypeError) as error:
         return _fail(args, str(error), EXIT_UNREADABLE)
 

@@ -5,18 +5,44 @@ from __future__ import annotations
 import functools
 import importlib.util
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from studio.config import DEMO_MODEL, DEMO_MODEL_DIR
+from studio.config import DEMO_MODEL, DEMO_MODEL_DIR, HUB_PROBE_S
 
 
 class ModelNotFound(Exception):
     """A model name that is neither `demo`, a model folder, nor a reachable Hub id."""
 
 
+# What a shared server (studio.spaces.multiuser) reads from a model box; said the same whether the path exists.
+SHARED_MODEL_RULE = ("On this shared studio a model is `demo`, a Hub id (owner/name) or a folder inside the "
+                     "studio's home (STUDIO_HOME); other folders of the server are not read.")
+
+
+def typed_name(name: str | None, what: str = "model") -> str:
+    """A model, tokenizer or adapter name typed on the page, stripped. A name with a `..` step is never read,
+    in any mode (ModelNotFound)."""
+    name = (name or "").strip()
+    if ".." in Path(name.replace("\\", "/")).parts:
+        raise ModelNotFound(f"The {what} name has a `..` step in it, which the studio never reads: type a Hub id "
+                            "(owner/name), `demo`, or the folder's full path.")
+    return name
+
+
+def _path_like(name: str) -> bool:
+    return name.startswith(("/", "~", ".", "\\")) or ".." in Path(name).parts
+
+
 def resolve_model(name: str | None) -> str:
-    """Map a model name to what `from_pretrained` takes: a folder path or a Hub id."""
+    """Map a model name to what `from_pretrained` takes: a folder path or a Hub id.
+
+    On a shared server (studio.spaces.multiuser) a folder must be inside the studio's home, else ModelNotFound
+    with SHARED_MODEL_RULE, whether or not it exists (no existence oracle).
+    """
+    from studio.spaces import inside_studio, multiuser
+
     name = (name or DEMO_MODEL).strip()
     if name == DEMO_MODEL:
         if not (DEMO_MODEL_DIR / "config.json").exists():
@@ -26,6 +52,8 @@ def resolve_model(name: str | None) -> str:
             )
         return str(DEMO_MODEL_DIR)
     path = Path(name).expanduser()
+    if multiuser() and (_path_like(name) or path.exists()) and not inside_studio(path):
+        raise ModelNotFound(SHARED_MODEL_RULE)
     if path.exists():
         if not (path / "config.json").exists() and not (path / "tokenizer_config.json").exists():
             raise ModelNotFound(
@@ -42,8 +70,12 @@ def resolve_model(name: str | None) -> str:
 
 
 def check_model_available(name: str | None) -> str:
-    """Resolve a model name and make sure it can be loaded here; ModelNotFound says why not."""
-    target = resolve_model(name)
+    """Resolve a model name typed on the page and make sure it can be loaded here; ModelNotFound says why not.
+
+    A Hub id that is not in the local cache is asked of the Hub first, bounded to HUB_PROBE_S seconds: with no
+    network it fails within that, with the reason, instead of after the download's retries (about 50 s).
+    """
+    target = resolve_model(typed_name(name) or None)
     if Path(target).exists():
         return target
     from huggingface_hub import try_to_load_from_cache
@@ -54,7 +86,53 @@ def check_model_available(name: str | None) -> str:
         raise ModelNotFound(
             f"{target} is not downloaded on this machine and the Hub is switched off (HF_HUB_OFFLINE). Download it "
             f"on a connected machine (`huggingface-cli download {target}`) and copy the cache, or pick a local folder.")
+    _require_on_hub(target)
     return target
+
+
+def probe_hub_model(repo_id: str, deadline_s: float = HUB_PROBE_S) -> tuple[str, str | None]:
+    """("ok" | "missing" | "unreachable", why) for a model id, in at most `deadline_s` seconds.
+
+    The question runs in a daemon thread with a deadline: huggingface_hub's timeouts do not cover DNS
+    resolution, and its downloads retry with backoff; a thread still asking past the deadline is left to end.
+    """
+    from huggingface_hub import HfApi  # imported before the clock starts: the first import takes a moment
+    from huggingface_hub.errors import RepositoryNotFoundError  # gated and private repos too
+
+    outcome: dict = {}
+    done = threading.Event()
+
+    def ask():
+        try:
+            HfApi().model_info(repo_id, timeout=deadline_s)
+            outcome["status"] = "ok"
+        except RepositoryNotFoundError:
+            outcome["status"] = "missing"
+        except Exception as error:  # network errors come in many types; all mean the same here
+            outcome["error"] = error
+        finally:
+            done.set()
+
+    threading.Thread(target=ask, name=f"probe-hub-{repo_id}", daemon=True).start()
+    if not done.wait(deadline_s):
+        return "unreachable", f"it did not answer within {deadline_s:g} s"
+    if "status" in outcome:
+        return outcome["status"], None
+    error = outcome["error"]
+    text = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
+    return "unreachable", f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def _require_on_hub(target: str) -> None:
+    status, why = probe_hub_model(target)
+    if status == "missing":
+        raise ModelNotFound(f"The Hugging Face Hub has no model {target!r} (or it is private or gated and this "
+                            "machine has no access). Check the id, or pick `demo` or a local model folder.")
+    if status == "unreachable":
+        raise ModelNotFound(
+            f"{target} is not downloaded on this machine and the Hugging Face Hub cannot be reached ({why}). Check "
+            f"the network, or download it on a connected machine (`huggingface-cli download {target}`) and copy "
+            "the cache, or pick `demo` or a local model folder.")
 
 
 def hub_offline() -> bool:
@@ -78,6 +156,7 @@ def load_tokenizer(name: str | None = None):
                 + ". Download the model on a connected machine (`huggingface-cli download "
                 f"{name}`) or pass a local folder."
             ) from None
+    _require_on_hub(target)  # no network: say so within seconds, not after the download's retries
     try:
         return AutoTokenizer.from_pretrained(target)
     except Exception as error:  # network errors come in many types; all mean the same to the user

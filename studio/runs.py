@@ -2,7 +2,8 @@
 
     runs/<name>/
         config.json         the TrainConfig (no secrets)
-        status.json         state (running | completed | stopped | failed), message, cause, fix, step counts
+        status.json         state (running | completed | stopped | failed), message, cause, fix, step counts; on a
+                            shared server the owner (the token of the browser session that started it)
         metrics.jsonl       one JSON object per logged step (and per evaluation); each step once, resumes included
         run.lock            held (flock) by the process training the run, for the life of the training
         checkpoint-N/       Trainer checkpoints (adapter, optimizer, scheduler, RNG, trainer state), for resume
@@ -15,6 +16,7 @@ that gave the app the same pid again) and can be resumed from its newest complet
 
 from __future__ import annotations
 
+import hmac
 import json
 import os
 import re
@@ -401,6 +403,15 @@ def run_of_adapter(adapter: str | Path) -> Path:
     return adapter
 
 
+def owned_by(status: dict, owner: str | None) -> bool:
+    """Whether a run with this status is `owner`'s to see, chat with, resume and stop: every run when owner is None
+    (the studio's own machine), else only the runs whose status records that owner token (a shared server)."""
+    if owner is None:
+        return True
+    recorded = status.get("owner")
+    return isinstance(recorded, str) and hmac.compare_digest(recorded.encode(), owner.encode())
+
+
 def _write_json(path: Path, data: dict) -> None:
     # Write then rename, so a reader (another tab, a restart) never sees half a file; the temporary name
     # is the writer's own, so two writers never rename each other's file away.
@@ -409,8 +420,8 @@ def _write_json(path: Path, data: dict) -> None:
     temporary.replace(path)
 
 
-def list_runs(runs_dir: Path) -> list[dict]:
-    """Run history read from disk, newest first: one dict per run folder."""
+def list_runs(runs_dir: Path, owner: str | None = None) -> list[dict]:
+    """Run history read from disk, newest first: one dict per run folder (only `owner`'s runs when given)."""
     runs = []
     if not Path(runs_dir).exists():
         return runs
@@ -419,6 +430,8 @@ def list_runs(runs_dir: Path) -> list[dict]:
             continue
         run = RunFolder(path)
         status = run.read_status()
+        if not owned_by(status, owner):
+            continue
         config = {}
         try:
             config = run.read_config()

@@ -4,18 +4,33 @@ Every browser session talks to the same Workspace, so a reloaded page re-attache
 a second Start is refused while one runs (here, or in another process on the same runs folder: a run is
 running while its process holds the run folder's lock, studio.runs). The run history comes from disk, so it
 survives restarts.
+
+On a shared server (studio.spaces.multiuser) runs are per visitor: each call passes the `owner` token of its
+browser session (studio.spaces.run_owner), a run records the token of the session that started it, and a session
+lists, chats with, resumes and stops only its own runs, named with a random suffix nobody else can guess. The
+one-run-at-a-time rule still holds for everyone; another visitor's Start is told only that a run is going. With
+`owner=None` (the studio's own machine) every page sees every run.
 """
 
 from __future__ import annotations
 
 import re
+import secrets
 import time
 from pathlib import Path
 
 from studio import config as studio_config
 from studio.chat.generate import ChatEngine
-from studio.runs import RunFolder, find_running, list_runs
+from studio.runs import RunFolder, find_running, list_runs, owned_by
 from studio.train.job import JobBusy, ResumeRefused, TrainConfig, TrainingJob
+
+# What another visitor of a shared server is told while a run goes: not whose, not its name, no path.
+BUSY_FOR_VISITORS = "A training run is going; try again when it ends."
+DEVICE_BUSY_FOR_VISITORS = "A training run is using the device. Chat when it ends."
+# What a shared server answers for a typed adapter folder it does not read: the words of
+# studio.chat.generate.resolve_adapter, so that another visitor's run reads like any folder outside the studio.
+SHARED_ADAPTER_RULE = ("On this shared studio an adapter is one of the studio's runs (pick one from the list) or a "
+                       "folder inside the studio's home (STUDIO_HOME); other folders of the server are not read.")
 
 
 class Workspace:
@@ -24,99 +39,165 @@ class Workspace:
         self.job: TrainingJob | None = None
         self.chat = ChatEngine()
 
-    def training_busy(self) -> str | None:
-        """Why the device is taken by training, or None when it is free for chat."""
+    # whose runs -----------------------------------------------------------------------------------
+    @staticmethod
+    def _job_is(job: TrainingJob | None, owner: str | None) -> bool:
+        return job is not None and owned_by({"owner": job.owner}, owner)
+
+    def training_busy(self, owner: str | None = None) -> str | None:
+        """Why the device is taken by training, or None when it is free for chat (another visitor's run unnamed)."""
         job = self.job
         if job and job.running:
+            if not self._job_is(job, owner):
+                return DEVICE_BUSY_FOR_VISITORS
             status = job.status
             return (f"Training run {job.folder.name} is using the device (step {status.get('step', 0)} of "
                     f"{status.get('max_steps') or '?'}). Chat when it finishes, or stop it in the Train tab.")
         return None
 
-    def adapters(self) -> list[tuple[str, str]]:
-        """(label, path) of runs that have an adapter (final or from a checkpoint), newest first."""
+    def adapters(self, owner: str | None = None) -> list[tuple[str, str]]:
+        """(label, run name) of the runs that have an adapter (final or from a checkpoint), newest first: names,
+        never server paths (adapter_source turns one back into its folder)."""
         choices = []
-        for run in self.history():
+        for run in self.history(owner):
             if run["has_adapter"] or run["checkpoint"]:
-                choices.append((f"{run['name']} ({run['state']}, {run['model']})", run["path"]))
+                choices.append((f"{run['name']} ({run['state']}, {run['model']})", run["name"]))
         return choices
 
-    def new_run_folder(self, model: str, method: str) -> Path:
-        """A run folder name not taken yet (two runs started within a second get -2, -3, …); not created here."""
+    def adapter_source(self, value: str | None, owner: str | None = None) -> str:
+        """The Chat tab's adapter box → what studio.chat.generate.resolve_adapter reads. A run's name (what the
+        list holds) → its folder, when it is `owner`'s; anything else is a typed folder, passed on as typed. On a
+        shared server a typed folder inside the runs folder must be one of `owner`'s runs: another's is refused
+        with the words any folder outside the studio gets."""
+        value = (value or "").strip()
+        if not value:
+            return ""
+        if "/" not in value and "\\" not in value and value not in (".", ".."):
+            candidate = self.runs_dir / value
+            if (candidate / "config.json").exists() and owned_by(RunFolder(candidate).read_status(), owner):
+                return str(candidate)
+        if owner is not None:
+            try:
+                typed = Path(value).expanduser().resolve()
+                runs = self.runs_dir.expanduser().resolve()
+            except (OSError, RuntimeError, ValueError):
+                raise ValueError(SHARED_ADAPTER_RULE) from None
+            if typed == runs or (typed.is_relative_to(runs) and not owned_by(
+                    RunFolder(runs / typed.relative_to(runs).parts[0]).read_status(), owner)):
+                raise ValueError(SHARED_ADAPTER_RULE)
+        return value
+
+    # starting -------------------------------------------------------------------------------------
+    def new_run_folder(self, model: str, method: str, owner: str | None = None) -> Path:
+        """A run folder name not taken yet (two runs started within a second get -2, -3, …); not created here.
+        For a visitor of a shared server (`owner`) the name ends in a random part nobody else can guess."""
         short = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(model.rstrip("/")).name or "model")
-        base = self.runs_dir / f"{short}-{method}-{time.strftime('%Y%m%d-%H%M%S')}"
+        private = f"-{secrets.token_urlsafe(12)}" if owner is not None else ""
+        base = self.runs_dir / f"{short}-{method}-{time.strftime('%Y%m%d-%H%M%S')}{private}"
         folder, number = base, 1
         while folder.exists():
             number += 1
             folder = base.with_name(f"{base.name}-{number}")
         return folder
 
-    def _refuse_if_busy(self) -> None:
+    def _refuse_if_busy(self, owner: str | None = None) -> None:
         """One training at a time across the app: a run another process trains here (a ZeroGPU worker, a CLI
-        run on the same STUDIO_HOME) holds the device too. This process's own job is TrainingJob.start's check."""
-        if self.job and self.job.running:
-            return  # TrainingJob.start refuses with its own message
+        run on the same STUDIO_HOME) holds the device too. This process's own job is TrainingJob.start's check,
+        except for a visitor of a shared server, who is told only that a run is going (or, for its own, which)."""
+        job = self.job
+        if job and job.running:
+            if owner is None:
+                return  # TrainingJob.start refuses with its own message
+            if self._job_is(job, owner):
+                raise JobBusy(f"Your run {job.folder.name} is training now; stop it or wait for it to finish, then "
+                              "start again.")
+            raise JobBusy(BUSY_FOR_VISITORS)
         other = find_running(self.runs_dir)
         if other:
             status = other.read_status()
+            if owner is not None and not owned_by(status, owner):
+                raise JobBusy(BUSY_FOR_VISITORS)
             raise JobBusy(f"Another training run is going ({other.name}, step {status.get('step', 0)} of "
                           f"{status.get('max_steps') or '?'}); stop it or wait for it to finish, then start again.")
 
-    def start(self, config: TrainConfig) -> TrainingJob:
-        """Start a new run in the background; JobBusy while another one is going."""
-        self._refuse_if_busy()
-        self.job = TrainingJob(config).start()
+    def _start(self, job: TrainingJob, owner: str | None) -> TrainingJob:
+        try:
+            self.job = job.start()
+        except JobBusy:
+            if owner is not None:  # two Starts at once: the other one won; say nothing of it
+                raise JobBusy(BUSY_FOR_VISITORS) from None
+            raise
         return self.job
 
-    def resume_refusal(self, run_name: str) -> str | None:
-        """Why the run cannot be resumed (completed, training now), or None: what the Train tab's Resume shows."""
-        return RunFolder(self.run_path(run_name)).resume_refusal()
+    def start(self, config: TrainConfig, owner: str | None = None) -> TrainingJob:
+        """Start a new run in the background; JobBusy while another one is going."""
+        self._refuse_if_busy(owner)
+        return self._start(TrainingJob(config, owner=owner), owner)
 
-    def resume(self, run_name: str, **overrides) -> TrainingJob:
+    def resume_refusal(self, run_name: str, owner: str | None = None) -> str | None:
+        """Why the run cannot be resumed (completed, training now), or None: what the Train tab's Resume shows."""
+        return RunFolder(self.run_path(run_name, owner)).resume_refusal()
+
+    def resume(self, run_name: str, owner: str | None = None, **overrides) -> TrainingJob:
         """Go on with a stopped, failed or interrupted run from its newest complete checkpoint (from step 0 when
         a crash came before the first); ResumeRefused for a completed or running one, touching nothing."""
-        folder = RunFolder(self.run_path(run_name))
+        folder = RunFolder(self.run_path(run_name, owner))
         refusal = folder.resume_refusal()
         if refusal:
             raise ResumeRefused(refusal)
-        self._refuse_if_busy()
+        self._refuse_if_busy(owner)
         config = TrainConfig.from_json({**folder.read_config(), **overrides, "output": str(folder.path)})
-        self.job = TrainingJob(config, resume=True).start()
-        return self.job
+        return self._start(TrainingJob(config, resume=True, owner=owner), owner)
 
-    def stop(self) -> bool:
-        """Stop the running run gracefully, in this process or (ZeroGPU) in a GPU worker, via its folder."""
+    def stop(self, owner: str | None = None) -> bool:
+        """Stop the running run gracefully, in this process or (ZeroGPU) in a GPU worker, via its folder; only
+        `owner`'s run when given (False: none of its runs is going)."""
         if self.job and self.job.running:
+            if not self._job_is(self.job, owner):
+                return False
             self.job.stop()
             return True
         running = find_running(self.runs_dir)
-        if running:
+        if running and owned_by(running.read_status(), owner):
             running.request_stop()
             return True
         return False
 
-    def live(self) -> dict:
-        """What the Train tab shows: this process's job, else a run going on in another process (ZeroGPU)."""
-        if self.job and self.job.running:
-            return {"name": self.job.folder.name, "status": self.job.status, "metrics": self.job.metrics(),
-                    "running": True}
+    # reading ---------------------------------------------------------------------------------------
+    def live(self, owner: str | None = None) -> dict:
+        """What the Train tab shows: this process's job, else a run going on in another process (ZeroGPU); only
+        `owner`'s when given. `busy`: a run of someone else's holds the device (shown to a visitor unnamed)."""
+        nothing = {"name": None, "status": {}, "metrics": [], "running": False, "busy": False}
+        job = self.job
+        if job and job.running:
+            if self._job_is(job, owner):
+                return {"name": job.folder.name, "status": job.status, "metrics": job.metrics(), "running": True,
+                        "busy": False}
+            return {**nothing, "busy": True}
         folder = find_running(self.runs_dir)
         if folder:
-            return {"name": folder.name, "status": folder.read_status(), "metrics": folder.read_metrics(),
-                    "running": True}
-        if self.job:
-            return {"name": self.job.folder.name, "status": self.job.status, "metrics": self.job.metrics(),
-                    "running": False}
-        return {"name": None, "status": {}, "metrics": [], "running": False}
+            status = folder.read_status()
+            if owned_by(status, owner):
+                return {"name": folder.name, "status": status, "metrics": folder.read_metrics(), "running": True,
+                        "busy": False}
+            return {**nothing, "busy": True}
+        if self._job_is(job, owner):
+            return {"name": job.folder.name, "status": job.status, "metrics": job.metrics(), "running": False,
+                    "busy": False}
+        return nothing
 
-    def run_path(self, run_name: str) -> Path:
+    def run_path(self, run_name: str, owner: str | None = None) -> Path:
+        """The folder of the run named so (one of `owner`'s when given); ValueError, the same for a run of
+        someone else's as for none, otherwise."""
         path = (self.runs_dir / run_name).resolve()
-        if path.parent != self.runs_dir.resolve() or not (path / "config.json").exists():
-            raise ValueError(f"No run named {run_name!r} in {self.runs_dir}.")
+        if (path.parent != self.runs_dir.resolve() or not (path / "config.json").exists()
+                or not owned_by(RunFolder(path).read_status(), owner)):
+            where = "" if owner is not None else f" in {self.runs_dir}"
+            raise ValueError(f"No run named {run_name!r}{where}.")
         return path
 
-    def history(self) -> list[dict]:
-        return list_runs(self.runs_dir)
+    def history(self, owner: str | None = None) -> list[dict]:
+        return list_runs(self.runs_dir, owner)
 
 
 _WORKSPACE: Workspace | None = None

@@ -88,3 +88,17 @@ def test_push_offline_is_a_message(client, run_path, studio_home):
     adapter = str(studio_home / "runs" / run_path)
     with pytest.raises(Exception, match="HF_HUB_OFFLINE"):
         client.predict(adapter, "me/model", "hf_secret", "adapter", api_name="/push")
+
+
+def test_the_run_list_holds_run_names_not_server_paths(client, run_path, studio_home):
+    """The list's values are run names, turned back into folders on the server (the page never holds a path)."""
+    from studio.ui.chat_tab import adapter_choices
+
+    update, empty = adapter_choices()
+    values = [value for _, value in update["choices"]]
+    assert run_path in values and not [value for value in values if "/" in value or str(studio_home) in value]
+    assert empty["visible"] is False
+    _, _, lora, *_ = client.predict(PROMPT, [], [], run_path, "", *sampling(), api_name="/chat")
+    assert lora[-1]["role"] == "assistant"
+    with zipfile.ZipFile(file_path(client.predict(run_path, api_name="/adapter_zip"))) as handle:
+        assert any(name.endswith("adapter_config.json") for name in handle.namelist())

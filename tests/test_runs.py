@@ -242,6 +242,75 @@ def test_a_stale_pid_without_the_lock_reads_interrupted_and_a_held_lock_running(
     assert not ghost.is_locked()
 
 
+def test_runs_are_kept_per_owner_on_a_shared_server(tmp_path, monkeypatch):
+    """Workspace with an owner token (a shared server's browser session): its own runs only, by name, under a
+    name nobody can guess; another's run answered as none; one run at a time, unnamed to the others; no owner
+    (the studio's own machine): every run, as before."""
+    import re
+
+    from studio.chat.generate import resolve_adapter
+    from studio.runs import STOPPED
+    from studio.workspace import BUSY_FOR_VISITORS, SHARED_ADAPTER_RULE, Workspace
+
+    runs_dir = tmp_path / "runs"
+    space = Workspace(runs_dir)
+    a, b = "a" * 32, "b" * 32
+    mine = RunFolder(space.new_run_folder("demo", "lora", a))
+    assert re.fullmatch(r"demo-lora-\d{8}-\d{6}-[\w-]{16}", mine.name), mine.name
+    assert space.new_run_folder("demo", "lora", a).name != mine.name  # the random part
+    assert re.fullmatch(r"demo-lora-\d{8}-\d{6}", space.new_run_folder("demo", "lora").name)  # locally as before
+    local = RunFolder(runs_dir / "local-run")  # started where nobody owns runs (or by the CLI)
+    for run, owner in ((mine, a), (local, None)):
+        run.write_status(STOPPED, started=time.time(), step=2, max_steps=6, **({"owner": owner} if owner else {}))
+        run.write_config(config_for(run.path).to_json())
+        run.adapter_dir.mkdir()
+        (run.adapter_dir / "adapter_config.json").write_text("{}")
+
+    assert {run["name"] for run in space.history()} == {mine.name, local.name}  # no owner: every run
+    assert sorted(value for _, value in space.adapters()) == sorted([mine.name, local.name])  # names, not paths
+    assert [run["name"] for run in space.history(a)] == [mine.name] and space.history(b) == []
+    assert [value for _, value in space.adapters(a)] == [mine.name] and space.adapters(b) == []
+    assert space.adapter_source(mine.name, a) == space.adapter_source(mine.name) == str(mine.path)
+    assert space.adapter_source(mine.name, b) == mine.name  # not B's: left as typed, a folder the server refuses
+    assert space.adapter_source(str(mine.adapter_dir), a) == str(mine.adapter_dir)
+    monkeypatch.setenv("STUDIO_MULTIUSER", "1")
+    with pytest.raises(ValueError) as outside:
+        resolve_adapter(mine.name)
+    assert str(outside.value) == SHARED_ADAPTER_RULE  # resolve_adapter's own words for a folder it does not read
+    for typed in (mine.path, mine.adapter_dir, mine.path / "checkpoint-2", runs_dir, runs_dir / "guess",
+                  runs_dir / local.name, runs_dir / "x" / ".." / mine.name):
+        with pytest.raises(ValueError) as error:
+            space.adapter_source(str(typed), b)
+        assert str(error.value) == SHARED_ADAPTER_RULE, typed
+    answers = set()
+    for name in (mine.name, "no-such-run"):
+        with pytest.raises(ValueError, match="No run named") as error:
+            space.resume_refusal(name, b)
+        answers.add(str(error.value).replace(name, "NAME"))
+    assert answers == {"No run named 'NAME'."}  # the same for A's run as for none, and no server path
+    assert space.resume_refusal(mine.name, a) is None
+
+    # A's run trains (its lock held, as by another process: a ZeroGPU worker).
+    mine.write_status(RUNNING, step=3)
+    lock = mine.acquire()
+    try:
+        live = space.live(a)
+        assert live["running"] and live["name"] == mine.name and not live["busy"]
+        live = space.live(b)
+        assert not live["running"] and live["busy"] and live["name"] is None and live["status"] == {}
+        assert space.live()["name"] == mine.name  # the studio's own machine: everyone follows it
+        with pytest.raises(JobBusy) as busy:
+            space.start(config_for(runs_dir / "b-run"), b)
+        assert str(busy.value) == BUSY_FOR_VISITORS and not (runs_dir / "b-run").exists()
+        with pytest.raises(JobBusy, match=mine.name):  # to its owner the run is named
+            space.start(config_for(runs_dir / "a-run"), a)
+        assert not space.stop(b) and not mine.stop_requested()  # B's Stop does not stop A's run
+        assert space.stop(a) and mine.stop_requested()
+    finally:
+        lock.release()
+        mine.clear_stop_request()
+
+
 def test_metrics_never_glue_onto_a_line_cut_by_a_crash(tmp_path):
     run = RunFolder(tmp_path)
     run.append_metrics({"step": 1, "loss": 1.0})

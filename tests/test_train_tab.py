@@ -1,11 +1,13 @@
 """The Train tab through gradio_client: start, live status, one run at a time, stop, history."""
 
+import re
 import time
 
 import pytest
+import torch
 
 from studio.config import SAMPLES_DIR
-from tests.helpers import train_settings
+from tests.helpers import huge_model, no_valid_rows, snapshot, train_settings
 
 DEMO_TRAIN = str(SAMPLES_DIR / "demo-train.jsonl")
 
@@ -65,9 +67,40 @@ def test_estimate_shows_a_badge(client):
 def test_bad_dataset_is_a_message(client, tmp_path):
     with pytest.raises(Exception, match="Choose a dataset"):
         client.predict("", *train_settings(), api_name="/start_training")
-    client.predict(str(tmp_path / "missing.jsonl"), *train_settings(), api_name="/start_training")
-    result = wait_for(client, ["failed", "completed"])
-    assert "no such file" in result[0]
+
+
+def badge_reason(client, data, settings) -> str:
+    """The badge's words after its icon and verdict, up to the breakdown."""
+    badge = client.predict(data, *settings, api_name="/estimate")
+    assert badge.startswith("**⛔"), badge
+    return re.match(r"\*\*⛔ [^*]+\*\* — (.*?)(?:\n\n<small>|$)", badge, re.S).group(1)
+
+
+@pytest.mark.parametrize("case", ["qlora on cpu", "will not fit", "a folder", "a missing file", "no valid row"])
+def test_start_refuses_what_cannot_run_with_the_badge_s_reason_and_makes_no_run(client, studio_home, tmp_path, case):
+    """Start refuses, before a run folder is made, what the badge says cannot run here: the toast is the badge's
+    reason, and the runs folder is unchanged (today's way made a run that then failed)."""
+    data, settings = DEMO_TRAIN, train_settings()
+    if case == "qlora on cpu":
+        if torch.cuda.is_available():
+            pytest.skip("this machine has CUDA")
+        settings, words = train_settings(method="qlora"), "QLoRA needs a CUDA GPU"
+    elif case == "will not fit":
+        settings, words = train_settings(model=str(huge_model(tmp_path / "huge"))), "it will not fit"
+    elif case == "a folder":
+        data, words = str(tmp_path), "is a folder"
+    elif case == "a missing file":
+        data, words = str(tmp_path / "missing.jsonl"), "no such file"
+    else:
+        data, words = str(no_valid_rows(tmp_path / "none.jsonl")), "no row without errors"
+    reason = badge_reason(client, data, settings)
+    assert words in reason
+    runs = studio_home / "runs"
+    before = snapshot(runs)
+    with pytest.raises(Exception) as error:
+        client.predict(data, *settings, api_name="/start_training")
+    assert str(error.value).strip() == reason.strip()
+    assert snapshot(runs) == before
 
 
 def test_a_cleared_number_box_is_a_message_naming_it(client):

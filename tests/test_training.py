@@ -184,12 +184,54 @@ def test_cli_trains_and_resumes(tmp_path):
 
 
 def test_cli_failures_exit_non_zero_with_the_cause(tmp_path):
-    process = run_cli("--data", DEMO_TRAIN, "--output", tmp_path / "q", "--method", "qlora", "--max-steps", "1")
-    assert process.returncode == 1 and "CUDA" in process.stderr
-    process = run_cli("--data", tmp_path / "missing.jsonl", "--output", tmp_path / "m")
-    assert process.returncode == 1 and "no such file" in process.stderr
+    process = run_cli("--data", "nobody/no-such-dataset", "--output", tmp_path / "h", "--max-steps", "1")
+    assert process.returncode == 1 and "HF_HUB_OFFLINE" in process.stderr  # a Hub id is read by the run itself
+    assert "fix:" in process.stderr and json.loads((tmp_path / "h" / "status.json").read_text())["state"] == FAILED
     process = run_cli("--data", DEMO_TRAIN, "--output", tmp_path / "b", "--batch-size", "0")
     assert process.returncode == 2 and "batch_size" in process.stderr
+
+
+@pytest.mark.parametrize("case", ["qlora on cpu", "will not fit", "a folder", "a missing file", "no valid row"])
+def test_cli_refuses_what_cannot_run_before_making_the_output_folder(tmp_path, capsys, case):
+    """The Train tab's refusals (the badge's reasons), as exit 2 before anything of the run is written."""
+    import torch
+
+    from studio.cli import main
+    from studio.train.job import start_refusal
+    from tests.helpers import huge_model, no_valid_rows
+
+    args, words = ["--data", DEMO_TRAIN], None
+    if case == "qlora on cpu":
+        if torch.cuda.is_available():
+            pytest.skip("this machine has CUDA")
+        args, words = [*args, "--method", "qlora"], "QLoRA needs a CUDA GPU"
+    elif case == "will not fit":
+        args, words = [*args, "--model", str(huge_model(tmp_path / "huge"))], "it will not fit"
+    elif case == "a folder":
+        args, words = ["--data", str(tmp_path)], "is a folder"
+    elif case == "a missing file":
+        args, words = ["--data", str(tmp_path / "missing.jsonl")], "no such file"
+    else:
+        args, words = ["--data", str(no_valid_rows(tmp_path / "none.jsonl"))], "no row without errors"
+    output = tmp_path / "run"
+    assert main(["train", *args, "--output", str(output), "--max-steps", "1"]) == 2
+    error = capsys.readouterr().err
+    assert words in error and not output.exists()
+    given = dict(zip(args[::2], args[1::2]))
+    config = default_config(given["--data"], str(output), model=given.get("--model"), method=given.get("--method"))
+    assert error.strip() == f"error: {start_refusal(config)}"  # the same words as the badge and Start
+
+
+def test_cli_never_trains_over_a_run_without_resume(finished_run, capsys):
+    from studio.cli import main
+    from tests.helpers import snapshot
+
+    folder = finished_run[0].folder.path
+    before = snapshot(folder)
+    assert main(["train", "--data", DEMO_TRAIN, "--output", str(folder), "--max-steps", "1"]) == 2
+    assert capsys.readouterr().err.strip() == (f"error: {folder} already holds a run: pass --resume to continue it, "
+                                               "or another --output")
+    assert snapshot(folder) == before
 
 
 def test_stop_request_through_the_run_folder(tmp_path):

@@ -60,6 +60,23 @@ def test_launch_settings(monkeypatch):
     assert studio_app.launch_settings()["max_file_size"] == f"{spaces.SPACE_MAX_UPLOAD_MB}mb"
 
 
+def test_launch_settings_on_a_shared_server(monkeypatch):
+    """STUDIO_MULTIUSER=1 (or a Space): no folder of the studio's home is served, only the samples; what a session
+    makes reaches it through Gradio's per-file cache. Uploads and downloads age out; page state is bounded."""
+    monkeypatch.delenv("SPACE_ID", raising=False)
+    monkeypatch.setenv("STUDIO_MULTIUSER", "1")
+    settings = studio_app.launch_settings()
+    assert settings["allowed_paths"] == [str(SAMPLES_DIR)]
+    assert settings["max_file_size"] == f"{spaces.SPACE_MAX_UPLOAD_MB}mb"
+    assert settings["state_session_capacity"] <= 64
+    assert studio_app.build_app().delete_cache == (600, 7200)
+    monkeypatch.setenv("STUDIO_FILE_TTL_S", "900")
+    assert studio_app.build_app().delete_cache == (600, 900)
+    monkeypatch.delenv("STUDIO_MULTIUSER")
+    monkeypatch.delenv("STUDIO_FILE_TTL_S")
+    assert studio_app.build_app().delete_cache == (600, 86400)  # locally uploads are kept a day
+
+
 def test_queue_is_on():
     assert studio_app.build_app()._queue is not None
 
@@ -83,13 +100,19 @@ def test_malformed_studio_auth_says_why(value, reason):
 
 
 def test_studio_auth_turns_the_login_on(monkeypatch):
+    import asyncio
+
     monkeypatch.setenv("STUDIO_AUTH", "ana:secret")
-    assert studio_app.launch_settings()["auth"] == [("ana", "secret")]
+    auth = studio_app.launch_settings()["auth"]
+    assert asyncio.iscoroutinefunction(auth)  # awaited by Gradio: a slowed try never blocks the server
+    assert asyncio.run(auth("ana", "secret")) is True
+    assert asyncio.run(auth("ana", "wrong")) is False and asyncio.run(auth("bob", "secret")) is False
 
 
 @pytest.mark.parametrize("variable, value, named", [
     ("STUDIO_AUTH", "no-colon-here", "STUDIO_AUTH must look like user:password"),
     ("STUDIO_ZERO_GPU_CHAT_S", "2m", "STUDIO_ZERO_GPU_CHAT_S must be a whole number of seconds"),
+    ("STUDIO_MAX_REPORTS", "lots", "STUDIO_MAX_REPORTS must be a whole number"),
 ])
 def test_a_malformed_setting_stops_the_start_up_with_its_name(variable, value, named):
     env = {**os.environ, variable: value}
@@ -110,6 +133,7 @@ def test_space_banner_states_the_limits(monkeypatch):
     assert "lost when the Space restarts" in text and "persistent storage" in text
     assert "One training run at a time" in text
     assert f"capped at {spaces.SPACE_MAX_UPLOAD_MB} MB" in text
+    assert "Your files are yours" in text and "deleted after 2 hours" in text
 
 
 def test_no_banner_off_a_space(monkeypatch):

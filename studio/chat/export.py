@@ -17,6 +17,9 @@ QLORA_MERGE_NOTE = (
     "answers like base + adapter (up to the small gap between the 4-bit weights it trained on and bf16).")
 
 
+ADAPTER_SUFFIXES = (".json", ".safetensors", ".jinja", ".md", ".txt", ".model")
+
+
 def adapter_zip(run_or_adapter: str | Path, out_dir: str | Path) -> Path:
     """The adapter folder as one zip (adapter_config.json, adapter_model.safetensors, tokenizer files)."""
     adapter = resolve_adapter(run_or_adapter)
@@ -26,7 +29,8 @@ def adapter_zip(run_or_adapter: str | Path, out_dir: str | Path) -> Path:
     target = out_dir / f"{name}-adapter.zip"
     with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as archive:
         for path in sorted(adapter.iterdir()):
-            if path.is_file() and path.suffix in (".json", ".safetensors", ".jinja", ".md", ".txt", ".model"):
+            # Files of the adapter only: links are not followed out of the folder; suffixes in any case.
+            if path.is_file() and not path.is_symlink() and path.suffix.lower() in ADAPTER_SUFFIXES:
                 archive.write(path, f"{name}-adapter/{path.name}")
     return target
 

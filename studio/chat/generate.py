@@ -293,8 +293,17 @@ class ChatEngine:
 
 
 def resolve_adapter(path: str | Path) -> Path:
-    """A run folder (its adapter/ or latest checkpoint) or an adapter folder -> the adapter folder."""
+    """A run folder (its adapter/ or latest checkpoint) or an adapter folder -> the adapter folder.
+
+    On a shared server (studio.spaces.multiuser) only folders inside the studio's home are read, and never a
+    path with a `..` step: anything else is the same ValueError whether or not it exists.
+    """
+    from studio.spaces import inside_studio, multiuser
+
     path = Path(path).expanduser()
+    if multiuser() and (".." in path.parts or not inside_studio(path)):
+        raise ValueError("On this shared studio an adapter is one of the studio's runs (pick one from the list) or "
+                         "a folder inside the studio's home (STUDIO_HOME); other folders of the server are not read.")
     for candidate in (path, path / "adapter"):
         if (candidate / "adapter_config.json").exists():
             return candidate

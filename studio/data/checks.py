@@ -103,6 +103,8 @@ class Report:
     issues: list[Issue]
     lengths: LengthStats | None = None
     length_model: str | None = None  # the model whose tokenizer measured `lengths`; fixes measure with it again
+    # The report this one is a view of (studio.data.check_cache: one check shared by sessions), kept alive by it.
+    origin: "Report | None" = field(default=None, repr=False, compare=False)
 
     @property
     def rows(self) -> int:

@@ -12,12 +12,14 @@ every 10 % of the steps and every 10 minutes by default, and a resume takes the 
 from __future__ import annotations
 
 import importlib.util
+import json
 import math
 import os
 import random
 import threading
 import time
 import traceback
+from collections import OrderedDict
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -204,8 +206,7 @@ def prepare_data(config: TrainConfig, tokenizer) -> PreparedData:
     conversations = [trainable_messages(record.messages) for record in report.dataset.records
                      if record.number not in errors]
     if not conversations:
-        raise ValueError(f"{config.data}: no row without errors to train on ({report.rows} rows, "
-                         f"{len(errors)} with errors). Check it in the Data tab or with `python -m studio validate`.")
+        raise ValueError(_no_row_to_train_on(config.data, report.rows, len(errors)))
     examples, truncated = [], 0
     for example in encode_examples(tokenizer, conversations):
         if len(example) > config.max_length:
@@ -215,6 +216,87 @@ def prepare_data(config: TrainConfig, tokenizer) -> PreparedData:
     random.Random(config.seed).shuffle(examples)
     held_out = int(len(examples) * config.eval_split)
     return PreparedData(examples[held_out:], examples[:held_out], report.rows, len(errors), truncated)
+
+
+def _no_row_to_train_on(data: str, rows: int, errors: int) -> str:
+    return (f"{data}: no row without errors to train on ({rows} rows, {errors} with errors). Check it in the Data "
+            "tab or with `python -m studio validate`.")
+
+
+# --------------------------------------------------------------------------------------------------
+# Before a run is made: what cannot run here (the Train tab's badge, its Start, and `studio train` say the same)
+
+_DATA_CHECKS: "OrderedDict[tuple, str | None]" = OrderedDict()  # (source, mapping, size, mtime) -> refusal
+_DATA_CHECKS_KEPT = 16
+_DATA_CHECKS_LOCK = threading.Lock()
+
+
+def data_refusal(data: str, mapping: dict | None = None) -> str | None:
+    """Why a run cannot train on `data`, read as the run would read it (a folder, a missing file, an unreadable
+    one, or no row without errors), or None when it can. A Hub dataset id is left to the run (the Hub may take a
+    while to answer). The answer for a file is kept while its size and modification time stay the same, so the
+    badge reads a file once, not at every change of a setting."""
+    from studio.data.readers import DatasetUnreadable, looks_like_hub_id
+    from studio.data.validate import validate
+
+    source = str(data or "").strip()
+    try:
+        stat = Path(source).expanduser().stat() if source else None
+    except (OSError, ValueError):
+        stat = None
+    if stat is None and looks_like_hub_id(source):
+        return None
+    key = (source, json.dumps(mapping or {}, sort_keys=True), stat and stat.st_size, stat and stat.st_mtime_ns)
+    with _DATA_CHECKS_LOCK:
+        if stat is not None and key in _DATA_CHECKS:
+            _DATA_CHECKS.move_to_end(key)
+            return _DATA_CHECKS[key]
+    try:
+        report = validate(source, lengths=False, overrides=mapping or None)
+        errors = len(report.error_rows)
+        refusal = None if report.rows > errors else _no_row_to_train_on(source, report.rows, errors)
+        del report
+    except (DatasetUnreadable, ValueError, OSError) as error:
+        refusal = str(error)
+    if stat is not None:
+        with _DATA_CHECKS_LOCK:
+            _DATA_CHECKS[key] = refusal
+            while len(_DATA_CHECKS) > _DATA_CHECKS_KEPT:
+                _DATA_CHECKS.popitem(last=False)
+    return refusal
+
+
+def device_refusal(config: TrainConfig, device=None) -> str | None:
+    """Why `config` cannot run on `device` (this machine's when None) by the estimate: QLoRA without CUDA, or a
+    run the estimate says will not fit its memory; None when it can, or when the model's size is unknown without
+    a download (the run then finds out)."""
+    from studio.train.estimate import estimate_config
+
+    try:
+        estimate = estimate_config(config, device)
+    except ValueError:
+        return None
+    return estimate_refusal(estimate)
+
+
+def estimate_refusal(estimate) -> str | None:
+    """device_refusal's words for an estimate already made (studio.train.estimate.Estimate)."""
+    from studio.train.estimate import UNSUPPORTED, WILL_NOT_FIT
+
+    if estimate.verdict == UNSUPPORTED:
+        return estimate.summary()
+    if estimate.verdict == WILL_NOT_FIT:
+        return " ".join(part for part in (
+            f"This run needs ≈ {estimate.total_gib:.1f} GiB and {estimate.device} has "
+            f"{estimate.device_memory_gib:.0f} GiB: it will not fit.", estimate.hint()) if part)
+    return None
+
+
+def start_refusal(config: TrainConfig, device=None, *, check_device: bool = True) -> str | None:
+    """Why `config` cannot run here, before anything of a run is made (None when it can): the device's reason
+    first (`check_device`: off where the GPU is only lent inside the run's own call, on ZeroGPU), then the
+    data's. The Train tab's badge shows these same words."""
+    return (device_refusal(config, device) if check_device else None) or data_refusal(config.data, config.mapping)
 
 
 def make_collator(tokenizer, packing: bool, one_row: bool = False, sequence_offsets: bool = False):
@@ -309,8 +391,11 @@ class TrainingJob:
     """One run: `run()` trains in the calling thread, `start()` in a background thread."""
 
     def __init__(self, config: TrainConfig, *, resume: bool = False, show_progress_bar: bool = False,
-                 callbacks: list | None = None):
+                 callbacks: list | None = None, owner: str | None = None):
         config.validate()
+        # On a shared server, the token of the browser session that started the run (studio.spaces.Visitors):
+        # written into status.json, so that only that session lists, chats with, resumes and stops it.
+        self.owner = owner
         self.extra_callbacks = list(callbacks or [])  # e.g. the profiler of `studio bench --profile`
         self.config = config
         self.resume = resume
@@ -440,11 +525,13 @@ class TrainingJob:
             if self.resume:
                 started = self.folder.read_status().get("started") or started
                 checkpoint, resumed = self._prepare_resume()
-            self.folder.write_config(config.to_json())  # a resume's: the settings it goes on with (overrides too)
             self.folder.clear_stop_request()
+            # The status (with its owner) before the config: a folder is listed as a run once config.json exists.
             self._set_status(RUNNING, started=started, message="Loading data and model", max_steps=None,
                              step=checkpoint_step(checkpoint) if checkpoint else 0,
-                             cause=None, fix=None, traceback=None, ended=None)
+                             cause=None, fix=None, traceback=None, ended=None,
+                             **({"owner": self.owner} if self.owner else {}))
+            self.folder.write_config(config.to_json())  # a resume's: the settings it goes on with (overrides too)
             from studio.train.trainer import NothingLeftToTrain
 
             trainer = self._build_trainer()

@@ -80,17 +80,27 @@ BADGE_STYLES = {"fits": ("✅", "fits on your device"), "tight": ("⚠️", "tig
                 "unknown": ("❔", "memory unknown")}
 
 
-def estimate_markdown(config) -> str:
-    """The memory/time estimate as a badge line plus the breakdown, for the settings as they stand."""
+def estimate_markdown(config, data_refusal: str | None = None) -> str:
+    """The memory/time estimate as a badge line plus the breakdown, for the settings as they stand. What cannot
+    run here leads the badge with the words Start refuses with: the device's reason (studio.train.job.
+    estimate_refusal), else `data_refusal` (the dataset's, studio.train.job.data_refusal)."""
     from studio.train.estimate import STATED_ERROR, estimate_config, memory_setting_words
+    from studio.train.job import estimate_refusal
 
     try:
         estimate = estimate_config(config)
     except ValueError as error:
+        if data_refusal:
+            return f"**⛔ cannot start** — {data_refusal}"
         return f"❔ No estimate: {error}"
     icon, words = BADGE_STYLES.get(estimate.verdict, ("", estimate.verdict))
     parts = estimate.breakdown_gib
     detail = " · ".join(f"{name.replace('_', ' ')} {value:.1f}" for name, value in parts.items() if value >= 0.05)
     memory = memory_setting_words(estimate.gradient_checkpointing, estimate.offload_checkpoints)
-    return (f"**{icon} {words}** — {estimate.summary()}\n\n"
-            f"<small>GiB: {detail} · on {estimate.device}, {memory}. {STATED_ERROR}</small>")
+    small = f"<small>GiB: {detail} · on {estimate.device}, {memory}. {STATED_ERROR}</small>"
+    refusal = estimate_refusal(estimate)
+    if refusal:
+        return f"**{icon} {words}** — {refusal}\n\n{small}"
+    if data_refusal:
+        return f"**⛔ cannot start** — {data_refusal}\n\n{small}"
+    return f"**{icon} {words}** — {estimate.summary()}\n\n{small}"

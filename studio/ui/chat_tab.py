@@ -12,8 +12,9 @@ from studio.chat.compare import DEMO_PATTERN, read_prompts, run_compare
 from studio.chat.export import adapter_zip, html_report, merge_adapter, push_to_hub, run_config_for
 from studio.chat.generate import BASE, DEMO_MAX_NEW_TOKENS, GPU_MAX_NEW_TOKENS, LORA, SamplingSettings, resolve_adapter
 from studio.config import DEFAULT_TEMPERATURE, DEFAULT_TOP_P, DEMO_MODEL, SAMPLES_DIR, STUDIO_HOME
+from studio.models import check_model_available, typed_name
 from studio.runs import RunFolder, run_of_adapter
-from studio.ui.layout import core_progress, intro, number, user_errors
+from studio.ui.layout import core_progress, intro, number, session_of, user_errors
 from studio.workspace import workspace
 
 HELD_OUT = SAMPLES_DIR / "demo-heldout.jsonl"
@@ -30,17 +31,32 @@ def held_out_examples(limit: int = 8) -> list[str]:
         return []
 
 
+def owner_of(request: gr.Request | None) -> str | None:
+    """Whose runs this call may use: its session's owner token on a shared server, None (every run) locally."""
+    return spaces.run_owner(session_of(request)) if spaces.multiuser() else None
+
+
 @user_errors
-def adapter_choices(current=None):
-    """The runs to pick from (the newest picked when none is), and the empty state when there are none."""
-    choices = workspace().adapters()
+def adapter_choices(current=None, request: gr.Request = None):
+    """The runs to pick from, by name (the session's own on a shared server; the newest picked when none is), and
+    the empty state when there are none."""
+    owner = owner_of(request)
+    choices = workspace().adapters() if owner is None else workspace().adapters(owner)  # None: every run
     value = current or (choices[0][1] if choices else None)
     return gr.update(choices=choices, value=value), gr.update(visible=not choices)
 
 
+def chosen_adapter(adapter: str, request: gr.Request | None = None) -> str:
+    """The adapter box's value as a folder to read: a run's name from the list (resolved here, on the server: one of
+    the session's own runs on a shared server) or a typed folder (never one with a `..` step)."""
+    return workspace().adapter_source(typed_name(adapter, "adapter"), owner_of(request))
+
+
 def chosen_model(adapter: str, model: str) -> str:
-    if model and model.strip():
-        return model.strip()
+    """The base model box's value, else the model the run of `adapter` (a folder, chosen_adapter's) trained on."""
+    model = typed_name(model)
+    if model:
+        return model
     return run_config_for(resolve_adapter(adapter)).get("model") or DEMO_MODEL
 
 
@@ -50,24 +66,27 @@ def settings_from(max_new_tokens, temperature, top_p, seed, greedy) -> SamplingS
                             top_p=number(top_p, "top_p", float), seed=None if seed is None or seed < 0 else int(seed))
 
 
-def ensure_loaded(adapter: str, model: str) -> None:
+def ensure_loaded(adapter: str, model: str, request: gr.Request | None = None) -> None:
+    adapter = chosen_adapter(adapter, request)
     if not adapter:
         raise gr.Error("Pick a run (or type an adapter folder) for the LoRA side first.")
-    busy = workspace().training_busy()
+    busy = workspace().training_busy(owner_of(request))
     if busy:
         raise gr.Error(busy)
-    workspace().chat.load(chosen_model(adapter, model), adapter)
+    model = chosen_model(adapter, model)
+    check_model_available(model)  # not downloaded and no network: say so within seconds
+    workspace().chat.load(model, adapter)
 
 
 @user_errors
 @spaces.gpu(duration=spaces.CHAT_GPU_SECONDS)
 def send(prompt, base_history, lora_history, adapter, model, max_new_tokens, temperature, top_p, seed, greedy,
-         progress=gr.Progress()):
+         request: gr.Request = None, progress=gr.Progress()):
     prompt = (prompt or "").strip()
     if not prompt:
         raise gr.Error("Type a question first.")
     progress(0.1, desc="Loading the model and the adapter")
-    ensure_loaded(adapter, model)
+    ensure_loaded(adapter, model, request)
     conversations = {BASE: chatview.conversation_from_history(base_history, prompt),
                      LORA: chatview.conversation_from_history(lora_history, prompt)}
     base_history = list(base_history or []) + [{"role": "user", "content": prompt}]
@@ -87,9 +106,9 @@ def stop_generation():
 @user_errors
 @spaces.gpu(duration=spaces.CHAT_GPU_SECONDS)
 def batch_compare(adapter, model, prompts_file, pattern, max_new_tokens, temperature, top_p, seed, greedy,
-                  progress=gr.Progress()):
+                  request: gr.Request = None, progress=gr.Progress()):
     progress(0.0, desc="Loading the model and the adapter")
-    ensure_loaded(adapter, model)
+    ensure_loaded(adapter, model, request)
     prompts = read_prompts(prompts_file or HELD_OUT)
     settings = settings_from(max_new_tokens, temperature, top_p, seed, greedy)
     result = run_compare(workspace().chat, prompts, settings, pattern=(pattern or "").strip() or None,
@@ -97,38 +116,48 @@ def batch_compare(adapter, model, prompts_file, pattern, max_new_tokens, tempera
     return result, chatview.compare_summary_markdown(result), chatview.compare_frame(result)
 
 
-def exports_dir() -> Path:
-    folder = STUDIO_HOME / EXPORTS
+def exports_dir(request: gr.Request | None = None) -> Path:
+    """Where exports go: STUDIO_HOME/exports, or on a shared server the session's own folder (handed out only
+    through the download, under a name nobody else can guess)."""
+    if spaces.multiuser():
+        folder = spaces.visitors().folder(session_of(request)) / EXPORTS
+    else:
+        folder = STUDIO_HOME / EXPORTS
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 
 
-@user_errors
-def download_zip(adapter):
+def picked_adapter(adapter, request: gr.Request | None = None) -> str:
+    adapter = chosen_adapter(adapter, request)
     if not adapter:
         raise gr.Error("Pick a run first.")
-    return gr.DownloadButton(value=str(adapter_zip(adapter, exports_dir())), visible=True)
+    return adapter
+
+
+@user_errors
+def download_zip(adapter, request: gr.Request):
+    adapter = picked_adapter(adapter, request)
+    return gr.DownloadButton(value=str(adapter_zip(adapter, exports_dir(request))), visible=True)
 
 
 @user_errors
 @spaces.gpu(duration=spaces.CHAT_GPU_SECONDS)
-def merge(adapter, model, progress=gr.Progress()):
-    if not adapter:
-        raise gr.Error("Pick a run first.")
+def merge(adapter, model, request: gr.Request, progress=gr.Progress()):
+    adapter = picked_adapter(adapter, request)
     progress(0.1, desc="Merging the adapter into the base weights")
     name = run_of_adapter(resolve_adapter(adapter)).name
-    folder, note = merge_adapter(adapter, exports_dir() / f"{name}-merged", model=(model or "").strip() or None)
-    return f"Merged model saved in `{folder}` (safetensors). {note}"
+    folder, note = merge_adapter(adapter, exports_dir(request) / f"{name}-merged", model=typed_name(model) or None)
+    shown = folder.name if spaces.multiuser() else folder  # no server paths on a shared server
+    return f"Merged model saved in `{shown}` (safetensors). {note}"
 
 
 @user_errors
-def push(adapter, repo_id, token, what, progress=gr.Progress()):
-    if not adapter:
-        raise gr.Error("Pick a run first.")
+def push(adapter, repo_id, token, what, request: gr.Request, progress=gr.Progress()):
+    adapter = picked_adapter(adapter, request)
     progress(0.1, desc="Uploading to the Hub")
     folder = resolve_adapter(adapter)
     if what == "merged model":
-        folder = exports_dir() / f"{run_of_adapter(folder).name}-merged"
+        folder = exports_dir(request) / f"{run_of_adapter(folder).name}-merged"
         if not folder.exists():
             raise gr.Error("Merge the adapter first (the button above), then push the merged model.")
     url = push_to_hub(folder, (repo_id or "").strip(), token or "")
@@ -136,17 +165,18 @@ def push(adapter, repo_id, token, what, progress=gr.Progress()):
 
 
 @user_errors
-def report(adapter, compare_result):
-    if not adapter:
-        raise gr.Error("Pick a run first.")
-    adapter_path = resolve_adapter(adapter)
+def report(adapter, compare_result, request: gr.Request):
+    adapter_path = resolve_adapter(picked_adapter(adapter, request))
     run_folder = RunFolder(run_of_adapter(adapter_path))
     config = run_config_for(adapter_path)
     status = run_folder.read_status()
-    dataset_summary = {"training data": config.get("data"), **(status.get("data") or {})}
+    data = config.get("data")
+    if data and spaces.multiuser():  # a shareable page: the file's name, not where it lies on the server
+        data = Path(str(data)).name
+    dataset_summary = {"training data": data, **(status.get("data") or {})}
     page = html_report(run_config=config, metrics=run_folder.read_metrics(), dataset_summary=dataset_summary,
                        compare=compare_result, title=f"Fine-tune report: {run_folder.name}")
-    path = exports_dir() / f"{run_folder.name}-report.html"
+    path = exports_dir(request) / f"{run_folder.name}-report.html"
     path.write_text(page, encoding="utf-8")
     return gr.DownloadButton(value=str(path), visible=True)
 
@@ -156,10 +186,11 @@ def build(app: gr.Blocks, tab: gr.Tab) -> None:
     intro("**Ask the original model and your fine-tune the same question.** Pick a run, type a question and press "
           "Enter; click **Reasoning** in a reply to unfold the chain of thought. Below: a batch compare on many "
           "prompts, and downloads.", "chat-intro")
-    empty = gr.Markdown(EMPTY_STATE, visible=not workspace().adapters(), elem_id="chat-empty",
-                        elem_classes="studio-empty-state")
+    # On a shared server the page starts with no runs (each session's come when the page loads).
+    runs = [] if spaces.multiuser() else workspace().adapters()
+    empty = gr.Markdown(EMPTY_STATE, visible=not runs, elem_id="chat-empty", elem_classes="studio-empty-state")
     with gr.Row():
-        adapter = gr.Dropdown(choices=workspace().adapters(), label="Fine-tune (a run, or type an adapter folder)",
+        adapter = gr.Dropdown(choices=runs, label="Fine-tune (a run, or type an adapter folder)",
                               allow_custom_value=True, scale=3, elem_id="chat-adapter",
                               info="The LoRA side uses this adapter; the base side the same model without it.")
         model = gr.Textbox(label="Base model (blank: the run's own)", placeholder="demo", scale=2, elem_id="chat-model",

@@ -1,30 +1,69 @@
-"""Data tab: load a dataset, see what is wrong and where, fix, download; hands the cleaned set on."""
+"""Data tab: load a dataset, see what is wrong and where, fix, download; hands the cleaned set on.
+
+The report a check makes is kept server-side per browser session (spaces.visitors: a cache bounded in count and
+time, freed when the tab closes); the page holds no copy of it.
+"""
 
 from __future__ import annotations
 
 import gradio as gr
 
+from studio import spaces
 from studio.config import DEFAULT_LENGTH_MODEL, DEFAULT_MAX_LENGTH, KNOWN_MODELS, SAMPLE_DATASETS, SAMPLES_DIR
-from studio.config import on_space
+from studio.data import check_cache
 from studio.data import view as dataview
 from studio.data.checks import FIXES
 from studio.data.export import DEFAULT_EXPORT_STYLE, EXPORT_STYLES
 from studio.data.mapping import FORMATS, MAPPING_KEYS
-from studio.data.readers import looks_like_hub_id
-from studio.data.validate import USER_FIXES, fix_and_save, mapping_text, validate
-from studio.ui.layout import core_progress, intro, user_errors
+from studio.data.validate import USER_FIXES, fix_and_save, mapping_text
+from studio.models import typed_name
+from studio.ui.layout import core_progress, intro, session_of, user_errors
 
 DEFAULT_FIXES = ["convert_foreign", "repair_unopened", "drop_duplicates"]
+# Checks of different sessions run side by side (Gradio runs one call of an event at a time unless told); the same
+# file checked by several at once is done once (studio.data.check_cache). More would only split the same cores.
+CHECKS_AT_ONCE = 4
 MAPPING_FIELDS = ("prompt", "reasoning", "answer", "system", "turns")
+NO_DATASET = ("**No dataset yet.** Upload a file above, or pick `broken-sample.jsonl` to see every check at work. "
+              "The report shows up here.")
+CHECKING = "**Checking…** The report shows up here."
+CHECK_FAILED = ("**No report:** that file could not be checked (the message says why). Upload another file, pick a "
+                "sample, or fix the file and upload it again.")
+CHECK_FIRST = "Check a dataset first: upload a file, pick a sample or type a Hub dataset id above."
+
+
+def current_report(request: gr.Request):
+    """This session's report; a gr.Error that says what to do when there is none (never checked, or let go)."""
+    key = session_of(request)
+    report = spaces.visitors().report(key)
+    if report is not None:
+        return report
+    why = spaces.visitors().let_go(key)
+    if why == "idle":
+        raise gr.Error(f"This page's report was let go after {spaces.session_ttl_s() // 60} idle minutes to free "
+                       "memory: check the file again (upload it, or press Check again).")
+    if why == "memory":
+        raise gr.Error("This page's report was let go to free memory (other pages checked files since): check the "
+                       "file again (upload it, or press Check again).")
+    if why == "closed":
+        raise gr.Error("This page's report was let go when its connection to the studio closed: check the file "
+                       "again (upload it, or press Check again).")
+    raise gr.Error(CHECK_FIRST)
 
 
 @user_errors
-def check(source, model, max_length, measure, form, *fields, progress=gr.Progress()):
+def check(source, model, max_length, measure, form, prompt, reasoning, answer, system, turns,
+          request: gr.Request, progress=gr.Progress()):
+    key = session_of(request)
+    spaces.visitors().drop_report(key)  # first: a failed check leaves no old report, and two are never held
     if not source:
         raise gr.Error("Choose a file to check: upload one, pick a sample, or type a Hub dataset id.")
+    fields = (prompt, reasoning, answer, system, turns)
     overrides = {"format": form, **dict(zip(MAPPING_FIELDS, fields))}
-    report = validate(source, model=model, max_length=int(max_length), lengths=measure, overrides=overrides,
-                      progress=core_progress(progress))
+    report = check_cache.shared().validate(source, model=typed_name(model, "tokenizer model") or None,
+                                           max_length=int(max_length), lengths=measure, overrides=overrides,
+                                           progress=core_progress(progress))
+    spaces.visitors().keep_report(key, report)
     return show(report, source)
 
 
@@ -33,7 +72,6 @@ def show(report, source):
     histogram = dataview.histogram_frame(report)
     first_problem = report.issues[0].row if report.issues else report.dataset.records[0].number
     return (
-        report,
         source,
         dataview.overview_markdown(report),
         dataview.summary_frame(report),
@@ -50,9 +88,42 @@ def show(report, source):
 
 
 @user_errors
-def runner_up_fields(report):
+def start_check(request: gr.Request):
+    """Before a check: the old report goes (in memory and on the page), so a failed check never leaves it behind."""
+    spaces.visitors().drop_report(session_of(request))
+    return (CHECKING, None, gr.Dropdown(choices=[dataview.ALL_CODES], value=dataview.ALL_CODES), None,
+            gr.BarPlot(value=None, visible=False), None, "", gr.Group(visible=False), gr.Button(visible=False),
+            gr.Button(visible=False), gr.DownloadButton(value=None, visible=False), "")
+
+
+@user_errors
+def start_upload_check(path, request: gr.Request):
+    """An upload is the page's file from now on, even if it fails to check: Check again checks it, not the last."""
+    return (path, *start_check(request))
+
+
+@user_errors
+def start_typed_check(request: gr.Request):
+    """A typed name becomes the page's source only once it checks (it is vetted first): until then, none."""
+    return (None, *start_check(request))
+
+
+@user_errors
+def check_failed():
+    return CHECK_FAILED
+
+
+@user_errors
+def forget_session(request: gr.Request):
+    """The tab closed: its report is freed now."""
+    spaces.visitors().forget(session_of(request))
+
+
+@user_errors
+def runner_up_fields(request: gr.Request):
     """The mapping boxes filled with the runner-up's fields; the page then checks again with them."""
-    if report is None or not report.dataset.alternatives:
+    report = current_report(request)
+    if not report.dataset.alternatives:
         raise gr.Error("No other mapping fits this file: set the fields by hand under Field mapping.")
     overrides = report.dataset.alternatives[0].to_overrides()
     form = overrides.get("format") or overrides.get("layout") or ""
@@ -60,19 +131,21 @@ def runner_up_fields(report):
 
 
 @user_errors
-def send_to_train(report, source):
+def send_to_train(source, request: gr.Request):
     """The checked file as it is, with the mapping it was read with, for the Train tab."""
-    if report is None or report.dataset.mapping is None:
+    report = current_report(request)
+    if report.dataset.mapping is None:
         raise gr.Error("Check a dataset whose layout is known first.")
     gr.Info("The Train tab now trains on this file, read with this mapping (rows with errors are left out).")
     return {"path": source, "mapping": mapping_text(report.dataset.mapping.to_overrides())}
 
 
 @user_errors
-def apply(report, fixes, style, max_length):
-    if report is None:
-        raise gr.Error("Check a dataset first.")
-    result, path = fix_and_save(report, set(fixes), style=style, max_length=int(max_length))
+def apply(fixes, style, max_length, request: gr.Request):
+    report = current_report(request)
+    # On a shared server the cleaned set goes to this session's own folder, handed out only through the download.
+    folder = spaces.visitors().folder(session_of(request)) if spaces.multiuser() else None
+    result, path = fix_and_save(report, set(fixes), style=style, max_length=int(max_length), folder=folder)
     changed = ", ".join(f"{name.replace('_', ' ')}: {count}" for name, count in result.changed.items() if count)
     kept = len(result.dataset.records)
     left = result.report.summary
@@ -84,30 +157,39 @@ def apply(report, fixes, style, max_length):
 
 
 @user_errors
-def check_typed_source(source, *settings, progress=gr.Progress()):
-    """A Hub id, or on the studio's own machine also a file path (never on a public Space)."""
+def check_typed_source(source, model, max_length, measure, form, prompt, reasoning, answer, system, turns,
+                       request: gr.Request, progress=gr.Progress()):
+    """A Hub id, or on the studio's own machine also a file path (never on a Space or another shared server).
+
+    A name with a `..` step is never read, in any mode; on a shared server only a name that is a Hub id and
+    nothing else (no file suffix in any case, nothing of that name on the server) is taken.
+    """
     source = (source or "").strip()
-    if on_space() and source and not looks_like_hub_id(source):
-        raise gr.Error("On a Space only Hub dataset ids (owner/name) can be typed here; upload files instead.")
-    return check(source, *settings, progress=progress)
+    if source and ".." in source.replace("\\", "/").split("/"):
+        raise gr.Error("Paths with a `..` step are not read: type a Hub dataset id (owner/name)"
+                       + ("." if spaces.multiuser() else ", or the file's full path."))
+    if spaces.multiuser() and source and not spaces.hub_id_only(source):
+        raise gr.Error("On this shared studio only Hub dataset ids (owner/name) can be typed here; upload files "
+                       "instead.")
+    return check(source, model, max_length, measure, form, prompt, reasoning, answer, system, turns, request=request,
+                 progress=progress)
 
 
 @user_errors
-def preview_selected(report, event: gr.SelectData):
+def preview_selected(event: gr.SelectData, request: gr.Request):
     row = event.row_value[0]
-    return row, dataview.row_preview_markdown(report, row)
+    return row, dataview.row_preview_markdown(current_report(request), row)
 
 
 @user_errors
-def filter_problems(report, code):
+def filter_problems(code, request: gr.Request):
+    report = spaces.visitors().report(session_of(request))
     return dataview.problem_frame(report, code) if report else None
 
 
 @user_errors
-def preview_row_markdown(report, row):
-    if report is None:
-        raise gr.Error("Check a dataset first: upload a file or pick a sample above.")
-    return dataview.row_preview_markdown(report, row)
+def preview_row_markdown(row, request: gr.Request):
+    return dataview.row_preview_markdown(current_report(request), row)
 
 
 @user_errors
@@ -117,7 +199,6 @@ def pick_sample(name):
 
 def build(cleaned_dataset: gr.State) -> None:
     """The Data tab's widgets; `cleaned_dataset` receives the path of the cleaned set."""
-    report_state = gr.State(None)
     source_state = gr.State(None)
     intro("**Check your examples before training.** Upload a file (or pick a bundled sample): every row is checked "
           "for what breaks R1 fine-tunes, with the fix next to each problem. Then press **Apply fixes** — the "
@@ -130,7 +211,8 @@ def build(cleaned_dataset: gr.State) -> None:
                 sample = gr.Dropdown(choices=[(f"{name} — {about}", name) for name, about in SAMPLE_DATASETS.items()],
                                      value=None, label="…or a bundled sample", elem_id="data-sample",
                                      info="broken-sample.jsonl trips every check: a quick tour.")
-                hub_id = gr.Textbox(label="…or a Hub dataset id" + ("" if on_space() else " (or a path on this machine)"),
+                hub_id = gr.Textbox(label="…or a Hub dataset id" + ("" if spaces.multiuser() else
+                                                                    " (or a path on this machine)"),
                                     placeholder="owner/name[:split] — press Enter",
                                     info="Needs the network (or the dataset in the local cache).",
                                     elem_id="data-hub-id")
@@ -154,8 +236,7 @@ def build(cleaned_dataset: gr.State) -> None:
             fields = [gr.Textbox(label=f"{name} field", placeholder="detected", elem_id=f"data-field-{name}",
                                  info=f"{MAPPING_KEYS.get(name, name).capitalize()}; blank: detected.")
                       for name in MAPPING_FIELDS]
-    overview = gr.Markdown("**No dataset yet.** Upload a file above, or pick `broken-sample.jsonl` to see every "
-                           "check at work. The report shows up here.", elem_id="data-overview")
+    overview = gr.Markdown(NO_DATASET, elem_id="data-overview")
     with gr.Row():
         use_runner_up = gr.Button("Use the runner-up mapping", visible=False, size="sm", elem_id="data-use-runner-up")
         train_as_is = gr.Button("Train on this file as mapped", visible=False, size="sm", elem_id="data-train-as-is")
@@ -186,18 +267,30 @@ def build(cleaned_dataset: gr.State) -> None:
         fix_status = gr.Markdown(elem_id="data-fix-status")
 
     settings = [model, max_length, measure, form, *fields]
-    outputs = [report_state, source_state, overview, summary, code_filter, problems, histogram, preview_row,
-               preview, results, use_runner_up, train_as_is]
-    upload.upload(check, [upload, *settings], outputs, api_name="check_file")
-    sample.input(pick_sample, sample, source_state, api_visibility="private").success(
-        check, [source_state, *settings], outputs, api_visibility="private")
-    hub_id.submit(check_typed_source, [hub_id, *settings], outputs, api_name="check_source")
-    recheck.click(check, [source_state, *settings], outputs, api_visibility="private")
-    code_filter.input(filter_problems, [report_state, code_filter], problems, api_name="filter_problems")
-    problems.select(preview_selected, [report_state], [preview_row, preview], api_visibility="private")
-    preview_row.submit(preview_row_markdown, [report_state, preview_row], preview, api_name="preview_row")
-    apply_button.click(apply, [report_state, fixes, style, max_length], [cleaned_dataset, download, fix_status],
+    outputs = [source_state, overview, summary, code_filter, problems, histogram, preview_row, preview, results,
+               use_runner_up, train_as_is]
+    cleared = [overview, summary, code_filter, problems, histogram, preview_row, preview, results, use_runner_up,
+               train_as_is, download, fix_status]
+
+    def checked(event, function, inputs, start=(start_check, None, cleared), **api):
+        """Clear the old report from the page and memory, then check; a failed check says so in the overview."""
+        event(*start, api_visibility="private", show_progress="hidden").then(
+            function, inputs, outputs, concurrency_id="data-check", concurrency_limit=CHECKS_AT_ONCE, **api).failure(
+            check_failed, None, overview, api_visibility="private")
+
+    checked(upload.upload, check, [upload, *settings], start=(start_upload_check, upload, [source_state, *cleared]),
+            api_name="check_file")
+    checked(sample.input(pick_sample, sample, source_state, api_visibility="private").success, check,
+            [source_state, *settings], api_visibility="private")
+    checked(hub_id.submit, check_typed_source, [hub_id, *settings], start=(start_typed_check, None,
+                                                                           [source_state, *cleared]),
+            api_name="check_source")
+    checked(recheck.click, check, [source_state, *settings], api_visibility="private")
+    code_filter.input(filter_problems, code_filter, problems, api_name="filter_problems")
+    problems.select(preview_selected, None, [preview_row, preview], api_visibility="private")
+    preview_row.submit(preview_row_markdown, preview_row, preview, api_name="preview_row")
+    apply_button.click(apply, [fixes, style, max_length], [cleaned_dataset, download, fix_status],
                        api_name="apply_fixes")
-    use_runner_up.click(runner_up_fields, report_state, [form, *fields], api_name="runner_up_mapping").success(
-        check, [source_state, *settings], outputs, api_visibility="private")
-    train_as_is.click(send_to_train, [report_state, source_state], cleaned_dataset, api_name="train_as_mapped")
+    checked(use_runner_up.click(runner_up_fields, None, [form, *fields], api_name="runner_up_mapping").success, check,
+            [source_state, *settings], api_visibility="private")
+    train_as_is.click(send_to_train, source_state, cleaned_dataset, api_name="train_as_mapped")

@@ -5,9 +5,11 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import secrets
 
 import gradio as gr
 
+from studio import spaces
 from studio.chat.generate import ModelBusy
 from studio.models import ModelNotFound, UnsupportedSetup
 from studio.data.readers import DatasetUnreadable
@@ -77,15 +79,28 @@ UNEXPECTED_FIX = ("What to do: check the settings and try again; if it keeps hap
 
 
 def as_toast(error: Exception) -> gr.Error:
-    """A gr.Error for any exception: the message, never a traceback (that goes to the server log)."""
+    """A gr.Error for any exception: the message, never a traceback (that goes to the server log).
+
+    On a shared server (spaces.multiuser) the message carries no server paths: each is cut to its last part.
+    """
     if isinstance(error, gr.Error):
-        return error
-    if isinstance(error, USER_ERRORS):
-        return gr.Error(str(error), duration=None)
-    log.exception("unexpected error in a studio handler")
-    text = str(error).strip().splitlines()[0][:300] if str(error).strip() else ""
-    cause = f"{type(error).__name__}: {text}" if text else type(error).__name__
-    return gr.Error(f"Something went wrong ({cause}). {UNEXPECTED_FIX}", duration=None)
+        toast = error
+    elif isinstance(error, USER_ERRORS):
+        toast = gr.Error(str(error), duration=None)
+    else:
+        log.exception("unexpected error in a studio handler")
+        text = str(error).strip().splitlines()[0][:300] if str(error).strip() else ""
+        cause = f"{type(error).__name__}: {text}" if text else type(error).__name__
+        toast = gr.Error(f"Something went wrong ({cause}). {UNEXPECTED_FIX}", duration=None)
+    if spaces.multiuser():
+        toast.message = spaces.scrub_paths(str(toast.message))
+    return toast
+
+
+def session_of(request: gr.Request | None) -> str:
+    """The browser session a call comes from (Gradio's session hash): the key of what the studio keeps for it.
+    A call with none (a bare HTTP call) gets a key of its own, shared with nobody."""
+    return getattr(request, "session_hash", None) or f"no-session-{secrets.token_urlsafe(16)}"
 
 
 def number(value, field: str, kind=int):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import gradio as gr
 
@@ -11,9 +12,9 @@ from studio.config import DEFAULT_MODEL, DEMO_MODEL, KNOWN_MODELS, SAMPLES_DIR
 from studio.data.validate import parse_mapping_text
 from studio.models import check_model_available
 from studio.train import view as trainview
-from studio.train.job import (CHECKPOINTING, DEMO_PRESET, PRESETS, TrainConfig, available_trackers, default_config,
-                             liger_by_default)
-from studio.ui.layout import intro, number, user_errors
+from studio.train.job import (CHECKPOINTING, DEMO_PRESET, PRESETS, TrainConfig, available_trackers, data_refusal,
+                             default_config, device_refusal, liger_by_default)
+from studio.ui.layout import intro, number, session_of, user_errors
 from studio.workspace import workspace
 
 DEMO_DATA = str(SAMPLES_DIR / "demo-train.jsonl")
@@ -52,6 +53,8 @@ HELP = {
                  "builds the 152k-wide logits: 5.8 GiB less and 8 % faster on the 7B."),
 }
 POLL_S = 1.0  # how often live outputs refresh (timer and the ZeroGPU foreground loop)
+TYPED_PATHS_OFF = ("On a Space, train on an uploaded file, a bundled sample or the Data tab's cleaned set: typed file "
+                   "paths are off. Upload the file above instead.")
 
 
 CONFIG_DEFAULTS = TrainConfig(data="", output="")
@@ -72,12 +75,12 @@ def preset_for_model(model, method):
 
 def build_config(data, model, method, learning_rate, lora_r, lora_alpha, lora_dropout, max_length, batch_size,
                  grad_accum, epochs, warmup, max_steps, targets, scheduler, eval_split, save_steps, seed,
-                 checkpointing, trackers, speedups=None, mapping="", save_minutes=None):
+                 checkpointing, trackers, speedups=None, mapping="", save_minutes=None, *, owner=None):
     space = workspace()
     speedups = default_speedups() if speedups is None else speedups
     model = (model or DEFAULT_MODEL).strip()
     return default_config(
-        data=data, output=str(space.new_run_folder(model, method)), model=model, method=method,
+        data=data, output=str(space.new_run_folder(model, method, owner)), model=model, method=method,
         learning_rate=number(learning_rate, "Learning rate", float), lora_r=number(lora_r, "LoRA r"),
         lora_alpha=number(lora_alpha, "LoRA alpha"), lora_dropout=number(lora_dropout, "LoRA dropout", float),
         max_length=number(max_length, "Max length"), batch_size=number(batch_size, "Batch size"),
@@ -97,78 +100,134 @@ def default_speedups() -> list[str]:
     return ["fused_lora", "liger"] if liger_by_default() else ["fused_lora"]
 
 
+def owner_of(request: gr.Request | None) -> str | None:
+    """Whose runs this call sees: on a shared server its browser session's owner token (studio.spaces.run_owner),
+    so a visitor lists, resumes and stops only its own runs; None on the studio's own machine (every run)."""
+    return spaces.run_owner(session_of(request)) if spaces.multiuser() else None
+
+
+def shown(text: str) -> str:
+    """Text for the page: on a shared server with every server path cut to its last part."""
+    return spaces.scrub_paths(text) if spaces.multiuser() else text
+
+
+def dataset_refusal(data: str, mapping: dict | None) -> str | None:
+    """Why a run cannot train on the dataset box's value (None when it can): typed paths off on a shared server,
+    else the dataset's own reason (studio.train.job.data_refusal: a folder, a missing file, no row without errors)."""
+    if not spaces.path_allowed_on_space(data, gr.utils.get_upload_folder()):
+        return TYPED_PATHS_OFF
+    return data_refusal(data, mapping)
+
+
 @user_errors
 def show_estimate(data, *settings):
     try:
         config = build_config(data or DEMO_DATA, *settings)
     except (ValueError, TypeError) as error:
         return f"❔ No estimate: {error}"
-    return trainview.estimate_markdown(config)
+    refusal = dataset_refusal(data, config.mapping) if data else None  # no dataset: Start asks for one
+    return shown(trainview.estimate_markdown(config, refusal))
+
+
+def start_refusal(config: TrainConfig) -> str | None:
+    """What Start refuses before a run folder is made, in the badge's words: the device's reason (QLoRA without
+    CUDA, a run the estimate says will not fit), then the dataset's. On ZeroGPU the device is only known inside
+    the GPU call: train_in_foreground checks it there."""
+    return (None if spaces.on_zero_gpu() else device_refusal(config)) or dataset_refusal(config.data, config.mapping)
 
 
 @user_errors
-def start(data, *settings):
+def start_from_page(request: gr.Request, data, *settings):
+    """The Start button: `start` for the page's session (the request first: Gradio passes none after *settings)."""
+    yield from start(data, *settings, request=request)
+
+
+@user_errors
+def start(data, *settings, request: gr.Request | None = None):
     if not data:
         raise gr.Error("Choose a dataset: clean one in the Data tab, upload a file, or use the demo set.")
     if not spaces.path_allowed_on_space(data, gr.utils.get_upload_folder()):
-        raise gr.Error("On a Space, train on an uploaded file, a bundled sample or the Data tab's cleaned set: "
-                       "typed file paths are off. Upload the file above instead.")
-    config = build_config(data, *settings)
+        raise gr.Error(TYPED_PATHS_OFF)
+    owner = owner_of(request)
+    config = build_config(data, *settings, owner=owner)
     check_model_available(config.model)  # offline and not downloaded: say so now, not after loading the data
+    refusal = start_refusal(config)
+    if refusal:
+        raise gr.Error(refusal, duration=None)
     if spaces.on_zero_gpu():
-        yield from train_in_foreground(config=config)
+        yield from train_in_foreground(config=config, owner=owner)
         return
-    workspace().start(config)
-    gr.Info(f"Training started: {config.output}")
-    yield refresh()
+    workspace().start(config, owner)
+    gr.Info(f"Training started: {shown_run(config.output)}")
+    yield live_outputs(owner)
+
+
+def shown_run(folder: str) -> str:
+    """A run as a message names it: its folder on the studio's own machine, its name only on a shared server."""
+    return Path(folder).name if spaces.multiuser() else folder
 
 
 @user_errors
-def resume(run_name):
+def resume(run_name, request: gr.Request = None):
     if not run_name:
         raise gr.Error("Select a stopped or interrupted run in the history table first.")
-    refusal = workspace().resume_refusal(run_name)  # completed or training now: said before any GPU is asked for
+    owner = owner_of(request)
+    refusal = workspace().resume_refusal(run_name, owner)  # completed or training now: said before any GPU is asked for
     if refusal:
         raise gr.Error(refusal)
     if spaces.on_zero_gpu():
-        yield from train_in_foreground(run_name=run_name)
+        yield from train_in_foreground(run_name=run_name, owner=owner)
         return
-    workspace().resume(run_name)
-    yield refresh()
+    workspace().resume(run_name, owner)
+    yield live_outputs(owner)
 
 
 @spaces.gpu(duration=spaces.TRAIN_GPU_SECONDS)
-def train_in_foreground(config=None, run_name=None):
+def train_in_foreground(config=None, run_name=None, owner=None):
     """ZeroGPU: a GPU exists only inside this call, so the job's thread starts here and this loop polls it,
-    streaming the live outputs (the timer stays off) until the run ends."""
-    job = workspace().resume(run_name) if run_name else workspace().start(config)
+    streaming the live outputs (the timer stays off) until the run ends. The device's refusal is checked here,
+    where the lent GPU is seen, still before a run folder is made."""
+    if config is not None:
+        refusal = device_refusal(config)
+        if refusal:
+            raise gr.Error(shown(refusal), duration=None)
+    job = workspace().resume(run_name, owner) if run_name else workspace().start(config, owner)
     while job.running:
-        yield refresh(poll=False)
+        yield live_outputs(owner, poll=False)
         time.sleep(POLL_S)
-    yield refresh(poll=False)
+    yield live_outputs(owner, poll=False)
 
 
 @user_errors
-def stop():
-    if not workspace().stop():
-        gr.Warning("No training run is going.")
+def stop(request: gr.Request = None):
+    owner = owner_of(request)
+    if not workspace().stop(owner):
+        gr.Warning("No training run of yours is going." if owner is not None else "No training run is going.")
 
 
 @user_errors
-def refresh(poll: bool = True):
-    """Everything live, read from the workspace's job (shared by all sessions) and the disk.
+def refresh(request: gr.Request = None):
+    """Everything live, read from the workspace's job and the disk: this session's runs only on a shared server."""
+    return live_outputs(owner_of(request))
+
+
+def live_outputs(owner: str | None, poll: bool = True):
+    """The live outputs for `owner`'s runs (every run when None).
 
     `poll`: whether the page's timer keeps polling while the job runs (off when a foreground call streams).
     """
-    live = workspace().live()
+    live = workspace().live(owner)
     status, metrics, running = live["status"], live["metrics"], live["running"]
+    markdown = trainview.status_markdown(status, live["name"])
+    if live["busy"]:  # another visitor's run holds the device: said, unnamed
+        markdown += "\n\nA training run is going on this studio: yours can start when it ends."
     return (
-        trainview.status_markdown(status, live["name"]),
+        shown(markdown),
         trainview.progress_html(status),
         plot_value(trainview.loss_frame(metrics)),
         plot_value(trainview.series_frame(metrics, "learning_rate")),
         plot_value(trainview.series_frame(metrics, "tokens_per_s")),
-        trainview.history_frame(workspace().history()),
+        trainview.history_frame(workspace().history(owner)),
         gr.update(active=running and poll),  # plain updates: a ZeroGPU worker sends them back pickled
         gr.update(interactive=not running),
         gr.update(interactive=running),
@@ -180,24 +239,24 @@ def plot_value(frame):
     return frame if len(frame) else None
 
 
-def resume_choice(run_name):
+def resume_choice(run_name, owner: str | None = None):
     """(Resume button update, the note beside it) for the selected run: disabled, with the reason, for a run that
     cannot be resumed (completed, training now)."""
     if not run_name:
         return gr.update(interactive=True), ""
     try:
-        refusal = workspace().resume_refusal(run_name)
+        refusal = workspace().resume_refusal(run_name, owner)
     except ValueError as error:
         refusal = str(error)
     if refusal:
-        return gr.update(interactive=False), f"<small>⛔ {refusal}</small>"
+        return gr.update(interactive=False), f"<small>⛔ {shown(refusal)}</small>"
     return gr.update(interactive=True), ""
 
 
 @user_errors
-def select_run(event: gr.SelectData):
+def select_run(event: gr.SelectData, request: gr.Request = None):
     name = event.row_value[0]
-    return name, *resume_choice(name)
+    return name, *resume_choice(name, owner_of(request))
 
 
 @user_errors
@@ -298,7 +357,9 @@ def build(app: gr.Blocks, cleaned_dataset: gr.State) -> None:
         speed_plot = gr.LinePlot(None, x="step", y="tokens_per_s", title="Tokens / s", label="Tokens / s",
                                  elem_id="train-speed-plot")
     gr.Markdown("### Run history", elem_id="train-history-title")
-    history = gr.Dataframe(trainview.history_frame(workspace().history()), interactive=False,
+    # On a shared server the page starts with no runs (each session's come with its first refresh).
+    history = gr.Dataframe(trainview.history_frame([] if spaces.multiuser() else workspace().history()),
+                           interactive=False,
                            label="Runs (select one to resume it or to chat with it)", elem_id="train-history")
     with gr.Row():
         selected_run = gr.Textbox(label="Selected run", interactive=False, elem_id="train-selected-run",
@@ -323,7 +384,7 @@ def build(app: gr.Blocks, cleaned_dataset: gr.State) -> None:
     model.input(build_preset_for_model, [model, method], preset, api_visibility="private").then(
         user_errors(preset_values), preset, preset_widgets, api_visibility="private")
     # On ZeroGPU, Start streams the whole run: one at a time, in the same queue as everything that uses the GPU.
-    start_event = start_button.click(start, [data, *settings], live, api_name="start_training",
+    start_event = start_button.click(start_from_page, [data, *settings], live, api_name="start_training",
                                      show_progress="hidden", concurrency_id="gpu", concurrency_limit=1)
     resume_event = resume_button.click(resume, selected_run, live, api_name="resume_training", show_progress="hidden",
                                        concurrency_id="gpu", concurrency_limit=1)

@@ -32,3 +32,20 @@ def test_upload_check_fix_download(page, tmp_path):
     open_tab(page, "train")
     dataset = page.locator("#train-data textarea, #train-data input").first
     wait_until(lambda: "-clean-" in dataset.input_value(), 10, "the cleaned set in the Train tab")
+
+
+def test_a_failed_upload_clears_the_old_report(page, tmp_path):
+    page.locator("#data-upload input[type=file]").set_input_files(str(SAMPLES_DIR / "broken-sample.jsonl"))
+    page.locator("#data-summary").get_by_text("missing_think").wait_for()
+    bad = tmp_path / "bad.json"
+    bad.write_text("[{")
+    page.locator("#data-upload button[aria-label='Clear'], #data-upload button[aria-label='Remove']").first.click()
+    page.locator("#data-upload input[type=file]").set_input_files(str(bad))
+    page.locator(".toast-body").filter(has_text="not valid JSON").wait_for()
+    overview = page.locator("#data-overview")
+    wait_until(lambda: "could not be checked" in overview.inner_text(), 10, "the overview to say the check failed")
+    assert not page.locator("#data-summary").is_visible()  # the old file's report is gone from the page
+    assert not page.locator("#data-apply").is_visible()  # so Apply fixes cannot clean the old file
+    page.locator("#data-check").click()  # Check again checks the file the box shows, not the last good one
+    page.wait_for_timeout(3000)
+    assert "could not be checked" in overview.inner_text() and not page.locator("#data-summary").is_visible()
