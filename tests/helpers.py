@@ -44,3 +44,13 @@ def snapshot(folder) -> dict:
     if not folder.exists():
         return {}
     return {str(path): (path.stat().st_mtime_ns, path.stat().st_size) for path in [folder, *folder.rglob("*")]}
+
+
+def run_async(coroutine):
+    """Run a coroutine to its end from any test: in a thread of its own, since the browser tests' Playwright may
+    leave an event loop running in the main thread (asyncio.run refuses to start inside one)."""
+    from concurrent.futures import ThreadPoolExecutor
+    import asyncio
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()

@@ -13,7 +13,7 @@ from studio import spaces
 from studio.config import PROJECT_ROOT, SAMPLES_DIR, STUDIO_HOME
 from studio.ui import app as studio_app
 from studio.ui import chat_tab, layout, train_tab
-from tests.helpers import train_settings
+from tests.helpers import train_settings, run_async
 
 README = PROJECT_ROOT / "README.md"
 REQUIREMENTS = PROJECT_ROOT / "requirements.txt"
@@ -105,8 +105,8 @@ def test_studio_auth_turns_the_login_on(monkeypatch):
     monkeypatch.setenv("STUDIO_AUTH", "ana:secret")
     auth = studio_app.launch_settings()["auth"]
     assert asyncio.iscoroutinefunction(auth)  # awaited by Gradio: a slowed try never blocks the server
-    assert asyncio.run(auth("ana", "secret")) is True
-    assert asyncio.run(auth("ana", "wrong")) is False and asyncio.run(auth("bob", "secret")) is False
+    assert run_async(auth("ana", "secret")) is True
+    assert run_async(auth("ana", "wrong")) is False and run_async(auth("bob", "secret")) is False
 
 
 @pytest.mark.parametrize("variable, value, named", [

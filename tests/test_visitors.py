@@ -20,7 +20,7 @@ from gradio_client import Client, handle_file
 from studio import spaces
 from studio.config import SAMPLES_DIR, STUDIO_HOME
 from studio.models import SHARED_MODEL_RULE, ModelNotFound, check_model_available, resolve_model, typed_name
-from tests.helpers import train_settings
+from tests.helpers import train_settings, run_async
 
 BROKEN = SAMPLES_DIR / "broken-sample.jsonl"
 DEMO_TRAIN = str(SAMPLES_DIR / "demo-train.jsonl")
@@ -366,7 +366,7 @@ def test_failed_logins_wait_longer_each_time_per_client():
         return timings, other, burst
 
     checked_before = guard.checked
-    timings, other, burst = asyncio.run(tries())
+    timings, other, burst = run_async(tries())
     assert timings[0] < 0.05 and 0.09 < timings[1] < 0.3 and 0.19 < timings[2] < 0.4 and 0.39 < timings[4] < 0.6
     assert other < 0.05
     assert not any(burst)
@@ -580,7 +580,7 @@ def test_wrong_logins_are_slowed_per_client_over_http(shared_studio):
 
     checked = guard.checked
     started = time.time()
-    codes = asyncio.run(burst())
+    codes = run_async(burst())
     elapsed = time.time() - started
     assert all(code >= 400 for code in codes)
     assert guard.checked - checked <= 1 + spaces.studio_config.LOGIN_MAX_WAITING  # the rest refused unchecked

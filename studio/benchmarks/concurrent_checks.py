@@ -28,9 +28,9 @@ from studio.benchmarks.checks_speed import write_rows
 MAX_CLIENTS = 50
 # The Train tab's inputs after the dataset, in its order (model, method, lr, r, alpha, dropout, max_length, batch,
 # accumulation, epochs, warmup, max_steps, targets, schedule, eval split, save steps, seed, checkpointing,
-# trackers, speed-ups, field mapping): the demo model, a run long enough to outlast the test.
-DEMO_TRAIN_SETTINGS = ["demo", "lora", 2e-3, 8, 16, 0.0, 256, 8, 1, 1, 0.0, 100000, "all-linear", "cosine", 0.0, 0,
-                       42, "auto", [], [], ""]
+# trackers, speed-ups, field mapping, save minutes): the demo model, a run long enough to outlast the test.
+DEMO_TRAIN_SETTINGS = ["demo", "lora", 2e-3, 8, 16, 0.0, 256, 8, 1, 1, 0.0, 2000, "all-linear", "cosine", 0.0, 0,
+                       42, "auto", [], [], "", 10]
 SERVER = """
 import sys
 from studio.ui import app as studio_app

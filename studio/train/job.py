@@ -501,6 +501,9 @@ class TrainingJob:
         words for the status; drops the broken checkpoints and the metrics rows past the checkpoint's step."""
         checkpoint, passed_over = self.folder.resume_point()
         removed = self.folder.remove_incomplete_checkpoints()
+        # A kill between a checkpoint's save and the pruning after it leaves one too many: the bound holds again
+        # from here (a run resumed at max_steps ends without saving, so nothing else would prune).
+        self.folder.prune_checkpoints(self.config.save_total_limit)
         step = checkpoint_step(checkpoint) if checkpoint else 0
         rows = self.folder.rewrite_metrics(step)  # redone steps replace theirs; a cut last line goes
         with self._lock:
