@@ -65,10 +65,16 @@ def start_server(home: Path, timeout: float) -> tuple[subprocess.Popen, str]:
     raise RuntimeError("the studio did not start in time")
 
 
-def check_once(url: str, path: str, model: str) -> float:
-    from gradio_client import Client, handle_file
+def visitor(url: str):
+    from gradio_client import Client
 
-    client = Client(url, verbose=False)  # a session of its own, as a separate visitor has
+    return Client(url, verbose=False)  # a session of its own, as a separate visitor has
+
+
+def check_once(client, path: str, model: str) -> float:
+    """Seconds from sending the check to having the report (the page's wait), for an open session."""
+    from gradio_client import handle_file
+
     start = time.perf_counter()
     client.predict(handle_file(path), model, 4096, True, "", "", "", "", "", "", api_name="/check_file")
     return time.perf_counter() - start
@@ -100,8 +106,10 @@ def main(argv: list[str] | None = None) -> int:
         write_rows(str(data), args.rows)
         server, url = start_server(scratch / "home", timeout=120)
         try:
-            check_once(url, str(data), args.model)  # warm-up: the tokenizer and the first request's imports
-            alone = statistics.median(check_once(url, str(data), args.model) for _ in range(3))
+            warm_up = scratch / "warm-up.jsonl"  # other bytes: the tokenizer and first imports, not a cached report
+            write_rows(str(warm_up), 100)
+            check_once(visitor(url), str(warm_up), args.model)
+            alone = check_once(visitor(url), str(data), args.model)  # a real check: nobody has checked these bytes
             run = None
             if args.train:
                 from gradio_client import Client
@@ -114,7 +122,9 @@ def main(argv: list[str] | None = None) -> int:
                 run = max((scratch / "home" / "runs").iterdir(), key=lambda folder: folder.stat().st_mtime)
             burst_start = time.time()
             with ThreadPoolExecutor(clients) as pool:
-                futures = [pool.submit(check_once, url, str(data), args.model) for _ in range(clients)]
+                sessions = list(pool.map(lambda _: visitor(url), range(clients)))
+                burst_start = time.time()
+                futures = [pool.submit(check_once, session, str(data), args.model) for session in sessions]
                 latencies = sorted(future.result(timeout=args.timeout) for future in futures)
             burst_end = time.time()
             p95 = latencies[min(len(latencies) - 1, int(0.95 * len(latencies)))]
