@@ -65,6 +65,15 @@ class RunLock:
                 os.close(self._fd)
                 self._fd = None
 
+    def detach(self) -> int:
+        """The locked file descriptor, handed over (to a child process: studio.train.launch); this object lets
+        go of it without unlocking. flock belongs to the open file, so the lock lasts while any holder of the
+        descriptor keeps it open."""
+        fd, self._fd = self._fd, None
+        if fd is None:
+            raise RuntimeError("this lock is not held")
+        return fd
+
     @property
     def held(self) -> bool:
         return self._fd is not None

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import gc
 import hmac
 import importlib.util
 import ipaddress
@@ -205,8 +204,8 @@ def session_ttl_s() -> int:
 
 
 def max_reports() -> int:
-    """STUDIO_MAX_REPORTS: Data-tab reports held in memory at once, every session together (default 4); past it
-    the report used least recently goes first."""
+    """STUDIO_MAX_REPORTS: Data-tab checks held in memory at once, every session together (default 4; sessions
+    that checked the same bytes share one); past it the check used least recently goes first."""
     return _whole_number_from_env("STUDIO_MAX_REPORTS", studio_config.DEFAULT_MAX_REPORTS, 1)
 
 
@@ -289,9 +288,11 @@ _MALLOC_TRIM = _libc_trim() if os.name == "posix" else None
 
 
 def release_memory() -> None:
-    """After a report is dropped: collect its reference cycles, then hand the freed pages back to the system
-    (glibc keeps them in its per-thread arenas otherwise, and each check runs in another worker thread)."""
-    gc.collect()
+    """After a report is dropped: hand the freed pages back to the system (glibc keeps them in its per-thread
+    arenas otherwise, and each check runs in another worker thread). Reports hold no reference cycles (a test
+    keeps it so), so dropping the last reference has freed them already; a full gc.collect() here would hold the
+    interpreter lock for a quarter of a second on a busy server and stall every other visitor's check. ctypes
+    lets the lock go during malloc_trim."""
     if _MALLOC_TRIM is not None:
         _MALLOC_TRIM(0)
 
@@ -312,7 +313,7 @@ class Visitors:
 
     A report goes when its session checks another file (before the new one is read, so a failed check leaves
     none), when the tab closes (`forget`), when it is idle past the time to live, or when more reports than the
-    cap are held (least recently used first). Dropping one collects its reference cycles and trims the heap.
+    cap are held (least recently used first; the cap counts distinct checks). Dropping one trims the heap.
     Folders outlive their session (a run may train on a cleaned set) until file_ttl_s after their last change.
     """
 
@@ -403,7 +404,7 @@ class Visitors:
         dropped = 0
         with self._lock:
             ttl, cap = session_ttl_s(), max_reports()
-            held = []
+            checks: dict[int, list[_Session]] = {}  # the sessions holding a view of each check, by check
             for session in self._sessions.values():
                 if session.report is None:
                     continue
@@ -411,10 +412,14 @@ class Visitors:
                     session.report, session.let_go = None, "idle"
                     dropped += 1
                 else:
-                    held.append(session)
-            for session in sorted(held, key=lambda item: item.report_used)[:max(0, len(held) - cap)]:
-                session.report, session.let_go = None, "memory"
-                dropped += 1
+                    checks.setdefault(id(_check_of(session.report)), []).append(session)
+            # The cap counts checks, not sessions: views of one shared check cost next to nothing, so twenty
+            # visitors of the same sample keep their reports; the check used least recently goes first, whole.
+            by_use = sorted(checks.values(), key=lambda views: max(view.report_used for view in views))
+            for views in by_use[:max(0, len(by_use) - cap)]:
+                for session in views:
+                    session.report, session.let_go = None, "memory"
+                    dropped += 1
             forget_after = max(ttl, file_ttl_s())
             while self._sessions:
                 key, oldest = next(iter(self._sessions.items()))
@@ -453,6 +458,11 @@ class Visitors:
         session.last_seen = time.monotonic()
         self._sessions.move_to_end(key)
         return session
+
+
+def _check_of(report):
+    """The check a report shows: studio.data.check_cache hands each session a view of one shared check."""
+    return getattr(report, "origin", None) or report
 
 
 _VISITORS: Visitors | None = None

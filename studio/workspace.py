@@ -16,13 +16,16 @@ from __future__ import annotations
 
 import re
 import secrets
+import threading
 import time
 from pathlib import Path
 
 from studio import config as studio_config
+from studio import spaces
 from studio.chat.generate import ChatEngine
 from studio.runs import RunFolder, find_running, list_runs, owned_by
-from studio.train.job import JobBusy, ResumeRefused, TrainConfig, TrainingJob
+from studio.train.job import JobBusy, ResumeRefused, TrainConfig, TrainingJob, claim_run
+from studio.train.launch import TrainingProcess
 
 # What another visitor of a shared server is told while a run goes: not whose, not its name, no path.
 BUSY_FOR_VISITORS = "A training run is going; try again when it ends."
@@ -33,11 +36,19 @@ SHARED_ADAPTER_RULE = ("On this shared studio an adapter is one of the studio's 
                        "folder inside the studio's home (STUDIO_HOME); other folders of the server are not read.")
 
 
+ONE_RUN_AT_A_TIME = "Another training run is going; stop it or wait for it to finish, then start again."
+
+
 class Workspace:
-    def __init__(self, runs_dir: Path | None = None):
+    """`separate_process`: train runs in a process of their own (studio.train.launch; the default) or in a
+    thread of this one (on ZeroGPU, where the GPU exists only inside the page's own call)."""
+
+    def __init__(self, runs_dir: Path | None = None, separate_process: bool | None = None):
         self.runs_dir = Path(runs_dir or studio_config.RUNS_DIR)
-        self.job: TrainingJob | None = None
+        self.job: TrainingJob | TrainingProcess | None = None
         self.chat = ChatEngine()
+        self.separate_process = not spaces.on_zero_gpu() if separate_process is None else separate_process
+        self._starting = threading.Lock()  # a busy check and the claim of the run's lock, as one step
 
     # whose runs -----------------------------------------------------------------------------------
     @staticmethod
@@ -107,7 +118,7 @@ class Workspace:
         job = self.job
         if job and job.running:
             if owner is None:
-                return  # TrainingJob.start refuses with its own message
+                raise JobBusy(ONE_RUN_AT_A_TIME)
             if self._job_is(job, owner):
                 raise JobBusy(f"Your run {job.folder.name} is training now; stop it or wait for it to finish, then "
                               "start again.")
@@ -120,34 +131,39 @@ class Workspace:
             raise JobBusy(f"Another training run is going ({other.name}, step {status.get('step', 0)} of "
                           f"{status.get('max_steps') or '?'}); stop it or wait for it to finish, then start again.")
 
-    def _start(self, job: TrainingJob, owner: str | None) -> TrainingJob:
-        try:
-            self.job = job.start()
-        except JobBusy:
-            if owner is not None:  # two Starts at once: the other one won; say nothing of it
-                raise JobBusy(BUSY_FOR_VISITORS) from None
-            raise
-        return self.job
+    def _start(self, config: TrainConfig, resume: bool, owner: str | None) -> TrainingJob | TrainingProcess:
+        """The busy check and the claim of the run as one step (of six Starts at once exactly one runs)."""
+        with self._starting:
+            self._refuse_if_busy(owner)
+            try:
+                if self.separate_process:
+                    job = TrainingProcess(config, resume=resume, owner=owner)
+                    self.job = job.start(claim_run(job.folder, resume))
+                else:
+                    self.job = TrainingJob(config, resume=resume, owner=owner).start()
+            except JobBusy:
+                if owner is not None:  # another process's Start won; say nothing of it
+                    raise JobBusy(BUSY_FOR_VISITORS) from None
+                raise
+            return self.job
 
-    def start(self, config: TrainConfig, owner: str | None = None) -> TrainingJob:
+    def start(self, config: TrainConfig, owner: str | None = None) -> TrainingJob | TrainingProcess:
         """Start a new run in the background; JobBusy while another one is going."""
-        self._refuse_if_busy(owner)
-        return self._start(TrainingJob(config, owner=owner), owner)
+        return self._start(config, False, owner)
 
     def resume_refusal(self, run_name: str, owner: str | None = None) -> str | None:
         """Why the run cannot be resumed (completed, training now), or None: what the Train tab's Resume shows."""
         return RunFolder(self.run_path(run_name, owner)).resume_refusal()
 
-    def resume(self, run_name: str, owner: str | None = None, **overrides) -> TrainingJob:
+    def resume(self, run_name: str, owner: str | None = None, **overrides) -> TrainingJob | TrainingProcess:
         """Go on with a stopped, failed or interrupted run from its newest complete checkpoint (from step 0 when
         a crash came before the first); ResumeRefused for a completed or running one, touching nothing."""
         folder = RunFolder(self.run_path(run_name, owner))
         refusal = folder.resume_refusal()
         if refusal:
             raise ResumeRefused(refusal)
-        self._refuse_if_busy(owner)
         config = TrainConfig.from_json({**folder.read_config(), **overrides, "output": str(folder.path)})
-        return self._start(TrainingJob(config, resume=True, owner=owner), owner)
+        return self._start(config, True, owner)
 
     def stop(self, owner: str | None = None) -> bool:
         """Stop the running run gracefully, in this process or (ZeroGPU) in a GPU worker, via its folder; only

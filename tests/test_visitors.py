@@ -44,11 +44,11 @@ def wait_for(condition, timeout=20.0, message="condition"):
         time.sleep(0.2)
 
 
-class Cyclic:
-    """Stands in for a report: it holds a reference cycle, as reports do."""
+class Payload:
+    """Stands in for a report (the real ones hold no reference cycles: see the test below)."""
 
-    def __init__(self):
-        self.me = self
+    def __init__(self, origin=None):
+        self.origin = origin
         self.payload = bytearray(1024)
 
 
@@ -65,35 +65,71 @@ def test_reports_past_the_cap_are_let_go_oldest_first(registry, monkeypatch):
     monkeypatch.setenv("STUDIO_MAX_REPORTS", "2")
     refs = []
     for n in range(6):
-        report = Cyclic()
+        report = Payload()
         refs.append(weakref.ref(report))
         registry.keep_report(f"s{n}", report)
         del report
     assert registry.reports_held() == 2
-    assert [ref() is not None for ref in refs] == [False] * 4 + [True] * 2  # freed, cycles and all
+    assert [ref() is not None for ref in refs] == [False] * 4 + [True] * 2  # freed at once
     assert registry.report("s0") is None and registry.let_go("s0") == "memory"
     assert registry.report("s5") is not None and registry.let_go("s5") is None
 
 
+def test_the_cap_counts_checks_not_the_sessions_sharing_one(registry, monkeypatch):
+    """Twenty visitors of one sample hold views of one check (studio.data.check_cache): all keep their report."""
+    monkeypatch.setenv("STUDIO_MAX_REPORTS", "2")
+    shared, other, newest = Payload(), Payload(), Payload()
+    for n in range(20):
+        registry.keep_report(f"view{n}", Payload(origin=shared))
+    registry.keep_report("other", other)
+    assert registry.reports_held() == 21
+    registry.keep_report("view0", Payload(origin=shared))  # the shared check is now the one used last
+    registry.keep_report("newest", newest)  # a third check: the one used least recently ("other") goes
+    assert registry.let_go("other") == "memory" and registry.reports_held() == 21
+    registry.keep_report("newer", Payload())  # now the shared check is the oldest: all its views go together
+    assert registry.reports_held() == 2
+    assert all(registry.let_go(f"view{n}") == "memory" for n in range(20))
+
+
+def test_real_reports_hold_no_reference_cycles_so_dropping_one_frees_it_at_once(tmp_path):
+    """release_memory() runs no gc.collect() (it would stall every visitor): that needs reports without cycles."""
+    import gc
+
+    from studio.data import check_cache
+    from studio.data.validate import validate
+
+    copy = tmp_path / "broken.jsonl"
+    copy.write_bytes(BROKEN.read_bytes())
+    gc.disable()
+    try:
+        report = validate(str(copy), model="demo", max_length=64, lengths=True)
+        viewed = check_cache.CheckCache().validate(str(copy), model="demo", max_length=64, lengths=True)
+        refs = [weakref.ref(report), weakref.ref(report.dataset), weakref.ref(viewed), weakref.ref(viewed.origin)]
+        del report, viewed
+        assert [ref() for ref in refs] == [None] * 4
+    finally:
+        gc.enable()
+
+
 def test_an_idle_report_is_let_go_after_its_time_to_live(registry, monkeypatch):
     monkeypatch.setenv("STUDIO_SESSION_TTL_S", "1")
-    report = Cyclic()
+    report = Payload()
     ref = weakref.ref(report)
     registry.keep_report("idle", report)
     del report
     time.sleep(1.3)
-    registry.keep_report("busy", Cyclic())  # any use sweeps
+    registry.keep_report("busy", Payload())  # any use sweeps
     assert ref() is None and registry.let_go("idle") == "idle" and registry.reports_held() == 1
 
 
 def test_a_closed_tab_frees_its_report_and_a_new_check_replaces_the_old(registry):
-    first = Cyclic()
+    first = Payload()
     ref = weakref.ref(first)
     registry.keep_report("tab", first)
     del first
     registry.drop_report("tab")  # a check starts: the old report goes before the new file is read
     assert ref() is None and registry.let_go("tab") is None
-    second = Cyclic()
+    second = Payload()
     ref = weakref.ref(second)
     registry.keep_report("tab", second)
     del second
@@ -172,9 +208,11 @@ def test_memory_is_given_back_between_sessions(studio_url, tmp_path, monkeypatch
 def test_sessions_left_open_hold_at_most_the_cap(studio_url, tmp_path, monkeypatch):
     monkeypatch.setenv("STUDIO_MAX_REPORTS", "2")
     clients, refs = [], []
-    for _ in range(5):
+    for n in range(5):
+        own = tmp_path / f"visitor-{n}.jsonl"  # other bytes each: five checks (the same bytes would share one)
+        own.write_text(BROKEN.read_text() + json.dumps({"prompt": f"row {n}", "response": "no"}) + "\n")
         client = Client(studio_url, verbose=False)
-        client.predict(str(BROKEN), *check_args(), api_name="/check_source")
+        client.predict(str(own), *check_args(), api_name="/check_source")
         refs.append(weakref.ref(spaces.visitors().report(client.session_hash)))
         clients.append(client)
     assert [ref() is not None for ref in refs] == [False, False, False, True, True]

@@ -387,11 +387,30 @@ def explain_failure(error: BaseException, config: TrainConfig) -> tuple[str, str
 # The job
 
 
+def claim_run(folder: RunFolder, resume: bool):
+    """Take the run folder's lock (studio.runs.RunLock), and for a resume check under it that the run can be
+    resumed; JobBusy / ResumeRefused touch nothing of the run."""
+    if resume:  # before the lock: refusing must not even create run.lock
+        refusal = folder.resume_refusal()
+        if refusal:
+            raise ResumeRefused(refusal)
+    try:
+        lock = folder.acquire()
+    except RunLocked as error:
+        raise JobBusy(str(error)) from None
+    refusal = folder.resume_refusal(locked_by_caller=True) if resume else None
+    if refusal:  # it changed while we waited for the lock (another process finished it)
+        lock.release()
+        raise ResumeRefused(refusal)
+    folder.clear_stop_request()  # left by a process that is gone: with the lock taken, it is stale
+    return lock
+
+
 class TrainingJob:
     """One run: `run()` trains in the calling thread, `start()` in a background thread."""
 
     def __init__(self, config: TrainConfig, *, resume: bool = False, show_progress_bar: bool = False,
-                 callbacks: list | None = None, owner: str | None = None):
+                 callbacks: list | None = None, owner: str | None = None, run_lock=None):
         config.validate()
         # On a shared server, the token of the browser session that started the run (studio.spaces.Visitors):
         # written into status.json, so that only that session lists, chats with, resumes and stops it.
@@ -409,7 +428,9 @@ class TrainingJob:
         self.data_summary: dict = {}
         self._failure: BaseException | None = None  # set by the callback (e.g. NaN loss)
         self._tokenizer = None
-        self._run_lock = None  # the run folder's lock (studio.runs.RunLock), held while training
+        # The run folder's lock (studio.runs.RunLock), held while training; given when the caller took it and
+        # checked under it that the run may start (studio.train.launch hands it to a child process).
+        self._run_lock = run_lock
         self.elapsed_before = 0.0  # training seconds before this process took over (a resume's checkpoint's)
 
     # control ------------------------------------------------------------------------------------
@@ -434,22 +455,8 @@ class TrainingJob:
             _ONE_RUN.release()
 
     def _claim(self) -> None:
-        """Take the run folder's lock, and for a resume check under it that the run can be resumed; touches
-        nothing of the run when refused."""
-        if self._run_lock is not None:
-            return
-        if self.resume:  # before the lock: refusing must not even create run.lock
-            refusal = self.folder.resume_refusal()
-            if refusal:
-                raise ResumeRefused(refusal)
-        try:
-            self._run_lock = self.folder.acquire()
-        except RunLocked as error:
-            raise JobBusy(str(error)) from None
-        refusal = self.folder.resume_refusal(locked_by_caller=True) if self.resume else None
-        if refusal:  # it changed while we waited for the lock (another process finished it)
-            self._release()
-            raise ResumeRefused(refusal)
+        if self._run_lock is None:
+            self._run_lock = claim_run(self.folder, self.resume)
 
     def _release(self) -> None:
         if self._run_lock is not None:
@@ -528,7 +535,6 @@ class TrainingJob:
             if self.resume:
                 started = self.folder.read_status().get("started") or started
                 checkpoint, resumed = self._prepare_resume()
-            self.folder.clear_stop_request()
             # The status (with its owner) before the config: a folder is listed as a run once config.json exists.
             self._set_status(RUNNING, started=started, message="Loading data and model", max_steps=None,
                              step=checkpoint_step(checkpoint) if checkpoint else 0,
