@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import gc
 import hmac
 import importlib.util
 import ipaddress
@@ -297,6 +298,38 @@ def release_memory() -> None:
         _MALLOC_TRIM(0)
 
 
+_COLLECT_DELAY_S, _COLLECT_EVERY_S = 1.0, 10.0
+_collect_lock = threading.Lock()
+_collect_due: threading.Timer | None = None
+_collected_at = 0.0
+
+
+def collect_soon() -> None:
+    """A closed session leaves Gradio's own page state and the page's tables behind, which do hold cycles: one
+    full collection (and a trim) in the background a second later, at most one every _COLLECT_EVERY_S however
+    many sessions close meanwhile — never one per closed tab on the request path."""
+    global _collect_due
+
+    def collect():
+        global _collect_due, _collected_at
+        gc.collect()
+        release_memory()
+        with _collect_lock:
+            _collect_due, _collected_at = None, time.monotonic()
+
+    with _collect_lock:
+        if _collect_due is None:
+            delay = max(_COLLECT_DELAY_S, _collected_at + _COLLECT_EVERY_S - time.monotonic())
+            _collect_due = threading.Timer(delay, collect)
+            _collect_due.daemon = True
+            _collect_due.start()
+
+
+def collection_pending() -> bool:
+    with _collect_lock:
+        return _collect_due is not None
+
+
 @dataclass
 class _Session:
     last_seen: float
@@ -368,6 +401,7 @@ class Visitors:
                 session.report, session.let_go = None, "closed"
         if dropped:
             release_memory()
+        collect_soon()
 
     def reports_held(self) -> int:
         with self._lock:
@@ -435,6 +469,10 @@ class Visitors:
             release_memory()
         if sweep_folders:
             self._delete_old_folders(live)
+            if multiuser():  # prepared tokens are shared by content there: they go by age, as uploads do
+                from studio.data.prepared import prune
+
+                prune(max_age_s=file_ttl_s())
 
     def _delete_old_folders(self, live: set[str]) -> None:
         root, age = self._root(), file_ttl_s()

@@ -197,8 +197,9 @@ def test_memory_is_given_back_between_sessions(studio_url, tmp_path, monkeypatch
         wait_for(lambda: refs[-1]() is None, message="the closed session's report to be freed")
         if n == 0:
             after_first = rss_mib()
+    wait_for(lambda: not spaces.collection_pending(), message="the collection after the last closed tab")
     grown = rss_mib() - after_first
-    one_report = max(sizes[0], 40)
+    one_report = max(max(sizes), 40)  # what one check grew the process by at most (a freed one's pages get reused)
     print(f"\none report: +{sizes[0]:.0f} MiB; 19 sessions more: +{grown:.0f} MiB; reports held "
           f"{spaces.visitors().reports_held()}")
     assert not [ref for ref in refs if ref() is not None]
