@@ -117,6 +117,12 @@ def build_parser() -> argparse.ArgumentParser:
     runs.add_argument("--json", action="store_true", help="print one JSON array")
     runs.set_defaults(handler=run_runs)
 
+    cache = commands.add_parser("cache", help="show or clear the prepared training tokens (tokenized once per "
+                                              "dataset and tokenizer, reused by every run)")
+    cache.add_argument("--clear", action="store_true", help="delete every prepared set")
+    cache.add_argument("--json", action="store_true", help='print {"path", "sets", "bytes"}')
+    cache.set_defaults(handler=run_cache)
+
     chat = commands.add_parser("chat", help="ask the base and the base + LoRA the same prompt")
     chat.add_argument("--adapter", required=True, help="a run folder or an adapter folder")
     chat.add_argument("--model", help="the base (default: the run's model, else demo)")
@@ -301,12 +307,27 @@ def run_train(args) -> int:
     if data:
         print(f"data: {data['rows_read']} rows read, {data['rows_left_out']} left out (rows with errors), "
               f"{data['rows_truncated']} cut at max_length {config.max_length}; {data['train_rows']} train / "
-              f"{data['eval_rows']} eval")
+              f"{data['eval_rows']} eval; tokens "
+              + ("reused from" if data.get("tokens_reused") else "prepared in") + f" {data.get('prepared')}")
     if status["state"] in (COMPLETED, STOPPED):
         print(status["message"])
         return EXIT_OK
     print(f"error: {status.get('cause')}\nfix: {status.get('fix')}", file=sys.stderr)
     return EXIT_ROW_ERRORS
+
+
+def run_cache(args) -> int:
+    from studio.data.prepared import cache_info, clear_cache
+
+    freed = clear_cache() if args.clear else None
+    info = cache_info()
+    if args.json:
+        print(json.dumps({**info, **({"freed_bytes": freed} if freed is not None else {})}))
+    elif freed is not None:
+        print(f"cleared {freed / 2**20:,.1f} MiB of prepared tokens from {info['path']}")
+    else:
+        print(f"{info['sets']} prepared set(s), {info['bytes'] / 2**20:,.1f} MiB, in {info['path']}")
+    return EXIT_OK
 
 
 RUN_FIELDS = ("name", "state", "step", "max_steps", "last_loss", "has_adapter", "resumable", "checkpoint", "model",

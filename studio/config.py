@@ -17,6 +17,8 @@ SAMPLES_DIR = ASSETS_DIR / "samples"
 STUDIO_HOME = Path(os.environ.get("STUDIO_HOME", PROJECT_ROOT / "workspace")).expanduser()
 RUNS_DIR = STUDIO_HOME / "runs"
 DATASETS_DIR = STUDIO_HOME / "datasets"
+# Prepared training tokens (studio.data.prepared) kept at most this many bytes, the least recently used going first.
+PREPARED_CACHE_MAX_BYTES = int(float(os.environ.get("STUDIO_PREPARED_CACHE_GB", "20")) * (1 << 30))
 # On a shared server (a Space, STUDIO_MULTIUSER=1) each browser session's cleaned sets and exports go to a folder of
 # its own in here, named by secrets.token_urlsafe (studio.spaces.Visitors); never served as a folder.
 VISITORS_DIR = STUDIO_HOME / "visitors"

@@ -25,7 +25,8 @@ def test_json_contract_on_the_broken_sample():
     code, out, _ = run(BROKEN, "--json", "--model", "demo")
     report = json.loads(out)
     assert code == 1
-    assert set(report) == {"path", "format", "mapping", "alternatives", "rows", "valid_rows", "summary", "issues", "lengths"}
+    assert set(report) == {"path", "format", "mapping", "alternatives", "rows", "valid_rows", "summary", "issues", "lengths",
+                           "prepared"}
     assert report["format"] == "conversation" and report["rows"] == 27
     assert set(report["summary"]) == set(CODES)
     assert sum(report["summary"].values()) == len(report["issues"])

@@ -278,6 +278,8 @@ def test_a_parquet_file_past_the_dataset_limit_keeps_the_first_rows(tmp_path, li
 class SpyTokenizer:
     """A real tokenizer that records each call's texts, and raises `error` on a text holding `trigger`."""
 
+    is_fast = False  # so the studio calls it, not the Rust core behind it (studio.data.template.token_ids)
+
     def __init__(self, inner, trigger=None, error=None):
         self.inner, self.trigger, self.error, self.calls = inner, trigger, error, []
 

@@ -201,3 +201,26 @@ def test_the_save_boxes_reach_the_config():
     assert (config.save_steps, config.save_minutes) == (5, 2.5)
     config = build_config(DEMO_TRAIN, *train_settings()[:-1])  # an API caller that predates the minutes box
     assert (config.save_steps, config.save_minutes) == (0, 10.0)  # auto: every 10 % of the steps, 10 minutes
+
+
+def test_the_prepared_tokens_are_shown_reused_by_a_second_run_and_cleared(client, studio_home, tmp_path):
+    """Start after Start on the same file tokenizes once; the page shows the cache and clears it."""
+    import shutil
+
+    data = tmp_path / "own-bytes.jsonl"
+    shutil.copyfile(DEMO_TRAIN, data)
+    with data.open("a") as handle:  # bytes no other test trains on: this test's own prepared set
+        handle.write('{"prompt": "What is 1 + 1?", "response": "<think>\\n1 + 1 = 2.\\n</think>\\n\\n2"}\n')
+    shown = client.predict(api_name="/prepared_cache")
+    assert "Prepared tokens:" in shown and str(studio_home / "cache" / "prepared") in shown
+    sets_before = int(re.search(r"(\d+) set", shown).group(1))
+    for reused in (False, True):
+        client.predict(str(data), *train_settings(max_steps=1), api_name="/start_training")
+        result = wait_for(client, ["completed", "failed"])
+        assert "completed" in result[0], result[0]
+        assert ("tokens reused from the prepared cache" in result[0]) is reused, result[0]
+    shown = client.predict(api_name="/prepared_cache")
+    assert int(re.search(r"(\d+) set", shown).group(1)) == sets_before + 1
+    cleared = client.predict(api_name="/clear_prepared_cache")
+    assert "0 set(s), 0.0 MiB" in cleared
+    assert not any((studio_home / "cache" / "prepared").iterdir())

@@ -105,6 +105,7 @@ class Report:
     length_model: str | None = None  # the model whose tokenizer measured `lengths`; fixes measure with it again
     # The report this one is a view of (studio.data.check_cache: one check shared by sessions), kept alive by it.
     origin: "Report | None" = field(default=None, repr=False, compare=False)
+    prepared: bool = False  # the measured ids are in the prepared-tokens cache (studio.data.prepared)
 
     @property
     def rows(self) -> int:
@@ -140,6 +141,7 @@ class Report:
             "summary": self.summary,
             "issues": [issue.to_dict() for issue in self.issues],
             "lengths": self.lengths.summary() if self.lengths else None,
+            "prepared": self.prepared,
             # only when the source was larger than the studio reads: what was left unread, and why
             **({"not_read": self.dataset.not_read} if self.dataset.not_read else {}),
         }
@@ -373,12 +375,14 @@ def check_dataset(
     tokenizer=None,
     max_length: int = DEFAULT_MAX_LENGTH,
     progress: Callable[[float, str], None] | None = None,
+    keep=None,
 ) -> Report:
-    """Check every row; with a tokenizer also measure lengths and flag truncation."""
+    """Check every row; with a tokenizer also measure lengths and flag truncation (and hand the token ids of
+    each measured row to `keep`, see measure_lengths)."""
     with paused_gc():
         report = _check_rows(dataset, progress if tokenizer is None else None)
     if tokenizer is not None:
-        report.lengths = measure_lengths(report, tokenizer, max_length, progress)
+        report.lengths = measure_lengths(report, tokenizer, max_length, progress, keep=keep)
     report.issues.sort(key=lambda issue: issue.row)  # stable: per-row order of codes is kept
     return report
 
@@ -413,8 +417,11 @@ def _check_rows(dataset: Dataset, progress) -> Report:
 
 def measure_lengths(report: Report, tokenizer, max_length: int,
                     progress: Callable[[float, str], None] | None = None, batch: int = 1000,
-                    batch_chars: int = LENGTH_BATCH_CHARS) -> LengthStats:
+                    batch_chars: int = LENGTH_BATCH_CHARS, keep=None) -> LengthStats:
     """Tokenize the rows that have no error exactly as training will, flag those over max_length.
+
+    `keep` (studio.data.prepared.PreparedWriter) receives each measured row's encoding (`add(number, example)`)
+    and each repeated row's first (`alias(number, first)`): the same pass prepares the training's tokens.
 
     Batches hold at most `batch` rows and `batch_chars` characters (a fixed count of long rows would hold tens of
     millions of token ids at once). A row over MAX_ROW_CHARS is never given to the tokenizer (`row_too_large`);
@@ -448,6 +455,8 @@ def measure_lengths(report: Report, tokenizer, max_length: int,
     failed: dict[int, str] = {}
 
     def measured(record: Record, example) -> None:
+        if keep is not None:
+            keep.add(record.number, example)
         stats.lengths[record.number] = len(example)
         stats.reasoning_tokens[record.number] = example.reasoning_end - example.prompt_tokens
         if record.number in firsts:
@@ -499,6 +508,8 @@ def measure_lengths(report: Report, tokenizer, max_length: int,
         if first.number in failed:
             fail(record, failed[first.number])
         elif first.number in stats.lengths:
+            if keep is not None:
+                keep.alias(record.number, first.number)
             stats.lengths[record.number] = total = stats.lengths[first.number]
             stats.reasoning_tokens[record.number] = stats.reasoning_tokens[first.number]
             prompt = prompt_tokens[first.number]

@@ -25,8 +25,11 @@ def validate(
     lengths: bool = True,
     overrides: dict[str, str] | None = None,
     progress: Callable[[float, str], None] | None = None,
+    prepare: bool = True,
 ) -> Report:
-    """Load, map and check a dataset; with `lengths`, measure tokens with `model`'s tokenizer.
+    """Load, map and check a dataset; with `lengths`, measure tokens with `model`'s tokenizer, and (`prepare`)
+    keep the ids in the prepared-tokens cache (studio.data.prepared) so that training on this file with this
+    model's tokenizer does not tokenize it again.
 
     Raises DatasetUnreadable (the input cannot be read), ModelNotFound (no tokenizer), or ValueError
     (a bad mapping override or max_length), each with a message for the user.
@@ -37,7 +40,29 @@ def validate(
         progress(0.0, "Reading the file")
     dataset = load_dataset(source, overrides=overrides)
     measuring = _measuring_tokenizer(model) if lengths else None
-    report = check_dataset(dataset, tokenizer=measuring and measuring[0], max_length=max_length, progress=progress)
+    keep = None
+    if measuring is not None and prepare:
+        from studio.data.prepared import writer_for
+
+        keep = writer_for(source, overrides, measuring[0], dataset)
+    try:
+        report = check_dataset(dataset, tokenizer=measuring and measuring[0], max_length=max_length,
+                               progress=progress, keep=keep)
+    except BaseException:
+        if keep is not None:
+            keep.abandon()
+        raise
+    if keep is not None:
+        try:
+            keep.finish(report, {"source": Path(source).name})
+            report.prepared = True
+        except OSError:  # a full disk costs the cache, never the check: training then tokenizes itself
+            keep.abandon()
+    elif measuring is not None and prepare:
+        from studio.data.prepared import open_set, source_key
+
+        key = source_key(source, overrides, measuring[0])
+        report.prepared = key is not None and open_set(key) is not None
     _label_lengths(report, measuring)
     report.length_model = model if lengths else None
     return report

@@ -43,7 +43,9 @@ def overview_markdown(report: Report) -> str:
             f"{lengths['over_max_length']:,}")
     if lengths and lengths.get("tokenizer"):
         lines.append(f"**Measured with:** {_escape(lengths['tokenizer'])} — "
-                     + ("exact counts" if lengths.get("exact") else "an estimate: another vocabulary measured"))
+                     + ("exact counts" if lengths.get("exact") else "an estimate: another vocabulary measured")
+                     + (" · the token ids are kept: training this file with this tokenizer does not tokenize it "
+                        "again" if report.prepared else ""))
     if not report.issues:
         lines.append("✅ No problems found: this set is ready to train on.")
     elif errors:

@@ -188,34 +188,32 @@ def liger_by_default() -> bool:
 
 @dataclass
 class PreparedData:
-    train: list[dict]
-    eval: list[dict]
+    train: "TrainingRows"
+    eval: "TrainingRows"
     rows_read: int
     rows_left_out: int  # rows with errors
     rows_truncated: int
+    reused: bool = False  # the tokens were prepared already (an earlier run or the Data tab's check)
+    cache: str = ""  # the prepared set's folder
 
 
 def prepare_data(config: TrainConfig, tokenizer) -> PreparedData:
-    """Read any file the validator reads, leave out rows with errors, encode with the reasoning kept."""
-    from studio.data.checks import trainable_messages
-    from studio.data.template import encode_examples
-    from studio.data.validate import validate
+    """Read any file the validator reads, leave out rows with errors, encode with the reasoning kept — once per
+    file, mapping and tokenizer (studio.data.prepared: memory-mapped on disk, reused by every later run)."""
+    from studio.data.prepared import prepared_for_training
+    from studio.train.rows import TrainingRows
 
-    report = validate(config.data, lengths=False, overrides=config.mapping or None)
-    errors = report.error_rows
-    conversations = [trainable_messages(record.messages) for record in report.dataset.records
-                     if record.number not in errors]
-    if not conversations:
-        raise ValueError(_no_row_to_train_on(config.data, report.rows, len(errors)))
-    examples, truncated = [], 0
-    for example in encode_examples(tokenizer, conversations):
-        if len(example) > config.max_length:
-            truncated += 1
-        examples.append({"input_ids": example.input_ids[:config.max_length],
-                         "labels": example.labels[:config.max_length]})
-    random.Random(config.seed).shuffle(examples)
-    held_out = int(len(examples) * config.eval_split)
-    return PreparedData(examples[held_out:], examples[:held_out], report.rows, len(errors), truncated)
+    prepared, reused = prepared_for_training(config.data, config.mapping or None, tokenizer)
+    meta = prepared.meta
+    if not len(prepared):
+        raise ValueError(_no_row_to_train_on(config.data, meta["rows_read"], meta["rows_left_out"]))
+    positions = list(range(len(prepared)))
+    random.Random(config.seed).shuffle(positions)  # the rows in file order, shuffled as the run's seed says
+    held_out = int(len(positions) * config.eval_split)
+    truncated = int((prepared.lengths() > config.max_length).sum())
+    return PreparedData(TrainingRows(prepared, positions[held_out:], config.max_length),
+                        TrainingRows(prepared, positions[:held_out], config.max_length), meta["rows_read"],
+                        meta["rows_left_out"], truncated, reused, str(prepared.folder))
 
 
 def _no_row_to_train_on(data: str, rows: int, errors: int) -> str:
@@ -606,7 +604,8 @@ class TrainingJob:
         data = prepare_data(config, tokenizer)
         self.data_summary = {"rows_read": data.rows_read, "rows_left_out": data.rows_left_out,
                              "rows_truncated": data.rows_truncated, "train_rows": len(data.train),
-                             "eval_rows": len(data.eval)}
+                             "eval_rows": len(data.eval), "tokens_reused": data.reused,
+                             "prepared": data.cache}
         self._set_status(RUNNING, message=f"Loading {config.model} on {device.describe()} "
                                           f"({memory_setting_words(checkpointing, offload)})",
                          data=self.data_summary,
@@ -625,9 +624,9 @@ class TrainingJob:
                                  sequence_offsets=config.attention == "varlen")
         train = data.train
         if config.packing:
-            from studio.train.packing import pack_rows
+            from studio.train.packing import PackedRows
 
-            train = pack_rows(train, config.max_length)
+            train = PackedRows(train, config.max_length)
         arguments = TrainingArguments(
             output_dir=str(self.folder.path),
             per_device_train_batch_size=config.batch_size,

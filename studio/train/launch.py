@@ -103,6 +103,10 @@ class TrainingProcess:
         """Ask for a graceful stop: the child saves a checkpoint and writes the status at the end of its step."""
         self.folder.request_stop()
 
+    @property
+    def stop_requested(self) -> bool:
+        return self.folder.stop_requested()
+
     def wait(self, timeout: float | None = None) -> dict:
         if self.process is not None:
             try:

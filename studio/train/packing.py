@@ -9,8 +9,9 @@ and carries about that many tokens, whatever the row lengths.
 Packs are filled best-fit decreasing (each row, longest first, goes to the fullest pack it still fits);
 rows are never split, so every sequence keeps its own positions and attention (the collator restarts the
 positions at each row and the attention kernels keep rows apart: same loss as unpacked, tests/test_packing.py).
-TRL's `pack_dataset(..., strategy="bfd")` is the same algorithm for Arrow datasets; the studio keeps its rows as
-plain lists and does not depend on TRL, so it is written out here (a few lines).
+TRL's `pack_dataset(..., strategy="bfd")` is the same algorithm, but it rewrites the Arrow dataset into packed
+rows; here the plan is made from the prepared set's length column alone and the rows are read, memory-mapped,
+when their pack is (a few lines, and no TRL dependency).
 """
 
 from __future__ import annotations
@@ -18,29 +19,51 @@ from __future__ import annotations
 import bisect
 
 
-def pack_rows(rows: list[dict], capacity: int) -> list[dict]:
-    """Rows (each with `input_ids`) grouped into packs {"rows": [...]} of at most `capacity` tokens; a row longer
-    than `capacity` gets a pack of its own. Deterministic: the same rows in the same order give the same packs."""
+def pack_lengths(lengths, capacity: int) -> list[list[int]]:
+    """Row indices grouped into packs of at most `capacity` tokens, from the rows' lengths alone (a prepared
+    set's length column: no row is read to plan); a row longer than `capacity` gets a pack of its own.
+    Deterministic: the same lengths in the same order give the same packs."""
     if capacity <= 0:
         raise ValueError(f"packing needs a positive max_length, not {capacity}")
-    order = sorted(range(len(rows)), key=lambda index: -len(rows[index]["input_ids"]))
-    packs: list[list[dict]] = []
+    lengths = [int(length) for length in lengths]
+    order = sorted(range(len(lengths)), key=lambda index: -lengths[index])
+    packs: list[list[int]] = []
     # (room left, pack index), kept sorted: the first entry with room ≥ the row's length is the best fit.
     room: list[tuple[int, int]] = []
     for index in order:
-        row = rows[index]
-        length = len(row["input_ids"])
+        length = lengths[index]
         position = bisect.bisect_left(room, (length, -1))
         if position < len(room):
             left, pack = room.pop(position)
-            packs[pack].append(row)
+            packs[pack].append(index)
             left -= length
         else:
-            packs.append([row])
+            packs.append([index])
             pack, left = len(packs) - 1, capacity - length
         if left > 0:
             bisect.insort(room, (left, pack))
-    return [{"rows": pack} for pack in packs]
+    return packs
+
+
+def pack_rows(rows, capacity: int) -> list[dict]:
+    """Rows (each with `input_ids`) grouped into packs {"rows": [...]} of at most `capacity` tokens."""
+    return [{"rows": [rows[index] for index in pack]}
+            for pack in pack_lengths([len(rows[index]["input_ids"]) for index in range(len(rows))], capacity)]
+
+
+class PackedRows:
+    """Packs of a row view (studio.train.rows.TrainingRows), each row read when its pack is: what the Trainer
+    iterates when packing is on."""
+
+    def __init__(self, rows, capacity: int):
+        self.rows = rows
+        self.packs = pack_lengths(rows.lengths(), capacity)
+
+    def __len__(self) -> int:
+        return len(self.packs)
+
+    def __getitem__(self, index: int) -> dict:
+        return {"rows": [self.rows[row] for row in self.packs[index]]}
 
 
 def flatten_packs(features: list[dict]) -> list[dict]:

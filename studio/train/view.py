@@ -62,7 +62,9 @@ def status_markdown(status: dict, run_name: str | None) -> str:
     data = status.get("data")
     if data:
         text += (f"\n\nData: {data['train_rows']:,} train rows, {data['eval_rows']:,} eval; "
-                 f"{data['rows_left_out']:,} rows with errors left out; {data['rows_truncated']:,} cut at max_length.")
+                 f"{data['rows_left_out']:,} rows with errors left out; {data['rows_truncated']:,} cut at max_length"
+                 + ("; tokens reused from the prepared cache (not tokenized again)." if data.get("tokens_reused")
+                    else "."))
     return text
 
 
@@ -104,3 +106,14 @@ def estimate_markdown(config, data_refusal: str | None = None) -> str:
     if data_refusal:
         return f"**⛔ cannot start** — {data_refusal}\n\n{small}"
     return f"**{icon} {words}** — {estimate.summary()}\n\n{small}"
+
+
+def cache_markdown(info: dict, shared: bool) -> str:
+    """The prepared-tokens cache in one line: how many sets, how big, where (not where on a shared server)."""
+    size = f"{info['bytes'] / 2**20:,.1f} MiB"
+    where = "" if shared else f" in `{info['path']}`"
+    text = (f"**Prepared tokens:** {info['sets']} set(s), {size}{where} — each dataset is tokenized once per "
+            "tokenizer; later runs, resumes and new settings reuse it (the Data tab's length check fills it too).")
+    if shared:
+        text += " Shared by content on this server: a set is only ever found by uploading the same bytes."
+    return text

@@ -9,6 +9,7 @@ import gradio as gr
 
 from studio import spaces
 from studio.config import DEFAULT_MODEL, DEMO_MODEL, KNOWN_MODELS, SAMPLES_DIR
+from studio.data.prepared import cache_info, clear_cache
 from studio.data.validate import parse_mapping_text
 from studio.models import check_model_available
 from studio.train import view as trainview
@@ -199,6 +200,23 @@ def train_in_foreground(config=None, run_name=None, owner=None):
 
 
 @user_errors
+def show_cache():
+    return trainview.cache_markdown(cache_info(), shared=spaces.multiuser())
+
+
+@user_errors
+def clear_prepared():
+    """Delete the prepared tokens (the studio's own machine only: on a shared server they are everyone's)."""
+    if spaces.multiuser():
+        raise gr.Error("On this shared studio the prepared tokens are kept for every visitor and cleared by age.")
+    if workspace().live()["running"]:
+        raise gr.Error("A run is training from the prepared tokens: clear them when it ends.")
+    freed = clear_cache()
+    gr.Info(f"Cleared {freed / 2**20:,.1f} MiB of prepared tokens: the next run tokenizes its data again.")
+    return show_cache()
+
+
+@user_errors
 def stop(request: gr.Request = None):
     owner = owner_of(request)
     if not workspace().stop(owner):
@@ -366,6 +384,10 @@ def build(app: gr.Blocks, cleaned_dataset: gr.State) -> None:
                                   info="Click a row of the history to select it.")
         resume_button = gr.Button("⟳ Resume selected run", elem_id="train-resume")
     resume_note = gr.Markdown("", elem_id="train-resume-note")
+    with gr.Row(equal_height=True):
+        cache_note = gr.Markdown(elem_id="train-cache")
+        clear_cache_button = gr.Button("Clear prepared tokens", size="sm", scale=0, min_width=200,
+                                       visible=not spaces.multiuser(), elem_id="train-clear-cache")
     timer = gr.Timer(POLL_S, active=False)
 
     settings = [model, method, learning_rate, lora_r, lora_alpha, lora_dropout, max_length, batch_size, grad_accum,
@@ -394,3 +416,6 @@ def build(app: gr.Blocks, cleaned_dataset: gr.State) -> None:
     history.select(select_run, None, [selected_run, resume_button, resume_note], api_visibility="private")
     timer.tick(refresh, None, live, api_visibility="private", show_progress="hidden")
     app.load(refresh, None, live, api_name="training_status")  # a reloaded page re-attaches to the running job
+    app.load(show_cache, None, cache_note, api_name="prepared_cache")
+    history.change(show_cache, None, cache_note, api_visibility="private", show_progress="hidden")
+    clear_cache_button.click(clear_prepared, None, cache_note, api_name="clear_prepared_cache")
