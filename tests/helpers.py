@@ -54,3 +54,14 @@ def run_async(coroutine):
 
     with ThreadPoolExecutor(1) as pool:
         return pool.submit(asyncio.run, coroutine).result()
+
+
+def wait_for(condition, timeout=20.0, message="condition", every=0.2):
+    """Poll `condition` until it holds; an AssertionError naming `message` after `timeout` seconds."""
+    import time
+
+    deadline = time.time() + timeout
+    while not condition():
+        if time.time() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {message}")
+        time.sleep(every)

@@ -3,7 +3,6 @@
 import os
 import signal
 import threading
-import time
 
 import pytest
 
@@ -12,6 +11,7 @@ from studio.runs import FAILED, RUNNING, STOPPED, RunFolder, find_running, list_
 from studio.train.job import JobBusy, default_config
 from studio.train.launch import LOG_FILE, training_threads
 from studio.workspace import ONE_RUN_AT_A_TIME, Workspace
+from tests.helpers import wait_for
 
 DEMO_TRAIN = str(SAMPLES_DIR / "demo-train.jsonl")
 
@@ -19,14 +19,6 @@ DEMO_TRAIN = str(SAMPLES_DIR / "demo-train.jsonl")
 def config_for(space: Workspace, **overrides):
     return default_config(data=DEMO_TRAIN, output=str(space.new_run_folder("demo", "lora")), model="demo",
                           **{"max_steps": 400, **overrides})
-
-
-def wait_until(condition, timeout=120.0, what="the condition"):
-    deadline = time.time() + timeout
-    while not condition():
-        if time.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
 
 
 def test_one_core_is_left_to_the_server():
@@ -44,7 +36,7 @@ def test_a_page_run_trains_in_its_own_process_running_from_start_and_stops_grace
         assert run["state"] == RUNNING and not run["resumable"]
         with pytest.raises(JobBusy, match=ONE_RUN_AT_A_TIME):
             space.start(config_for(space))
-        wait_until(lambda: job.metrics(), what="a first step")
+        wait_for(lambda: job.metrics(), 120, "a first step", every=0.1)
         assert job.status["pid"] == job.process.pid != os.getpid()  # trained by the child, not this process
         # Another process (a restarted server) sees it training through the folder alone, and can stop it.
         restarted = Workspace(space.runs_dir, separate_process=True)
@@ -67,7 +59,7 @@ def test_a_page_run_trains_in_its_own_process_running_from_start_and_stops_grace
 def test_a_killed_training_process_reads_failed_with_why_and_stays_resumable(tmp_path):
     space = Workspace(tmp_path / "runs", separate_process=True)
     job = space.start(config_for(space))
-    wait_until(lambda: job.metrics(), what="a first step")
+    wait_for(lambda: job.metrics(), 120, "a first step", every=0.1)
     os.kill(job.process.pid, signal.SIGKILL)
     status = job.wait(60)
     assert status["state"] == FAILED and "killed by signal 9" in status["message"]

@@ -20,7 +20,7 @@ from gradio_client import Client, handle_file
 from studio import spaces
 from studio.config import SAMPLES_DIR, STUDIO_HOME
 from studio.models import SHARED_MODEL_RULE, ModelNotFound, check_model_available, resolve_model, typed_name
-from tests.helpers import train_settings, run_async
+from tests.helpers import run_async, train_settings, wait_for
 
 BROKEN = SAMPLES_DIR / "broken-sample.jsonl"
 DEMO_TRAIN = str(SAMPLES_DIR / "demo-train.jsonl")
@@ -34,14 +34,6 @@ def check_args(measure=False):
 
 def rss_mib() -> float:
     return int(open("/proc/self/status").read().split("VmRSS:")[1].split()[0]) / 1024
-
-
-def wait_for(condition, timeout=20.0, message="condition"):
-    deadline = time.time() + timeout
-    while not condition():
-        if time.time() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {message}")
-        time.sleep(0.2)
 
 
 class Payload:

@@ -66,7 +66,9 @@ elif job == "steps":
     out["read_and_check_s"] = time.perf_counter() - began
     writer = PreparedWriter(source_key(data, None, tokenizer) + "-steps")
     began = time.perf_counter()
-    measure_lengths(report, tokenizer, _sys.maxsize, keep=writer)
+    from studio.data.records import paused_gc
+    with paused_gc():
+        measure_lengths(report, tokenizer, _sys.maxsize, keep=writer)
     out["tokenize_and_write_s"] = time.perf_counter() - began
     began = time.perf_counter()
     writer.finish(report, {})

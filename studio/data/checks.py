@@ -382,7 +382,8 @@ def check_dataset(
     with paused_gc():
         report = _check_rows(dataset, progress if tokenizer is None else None)
     if tokenizer is not None:
-        report.lengths = measure_lengths(report, tokenizer, max_length, progress, keep=keep)
+        with paused_gc():  # ids and rows hold no cycles; full collections would rescan every row kept, per batch
+            report.lengths = measure_lengths(report, tokenizer, max_length, progress, keep=keep)
     report.issues.sort(key=lambda issue: issue.row)  # stable: per-row order of codes is kept
     return report
 

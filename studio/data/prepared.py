@@ -327,8 +327,11 @@ def prepared_for_training(source: str, overrides: dict | None, tokenizer, *, roo
         writer = PreparedWriter(key, root)
     else:
         writer = writer_for(source, overrides, tokenizer, report.dataset, root) or PreparedWriter(key, root)
+    from studio.data.records import paused_gc
+
     try:
-        measure_lengths(report, tokenizer, sys.maxsize, progress, keep=writer)  # nothing is cut: no flags
+        with paused_gc():  # as check_dataset does: nothing here holds cycles
+            measure_lengths(report, tokenizer, sys.maxsize, progress, keep=writer)  # nothing is cut: no flags
         return writer.finish(report, {"source": Path(source).name}), False
     except BaseException:
         writer.abandon()
