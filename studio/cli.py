@@ -309,6 +309,8 @@ def run_train(args) -> int:
               f"{data['rows_truncated']} cut at max_length {config.max_length}; {data['train_rows']} train / "
               f"{data['eval_rows']} eval; tokens "
               + ("reused from" if data.get("tokens_reused") else "prepared in") + f" {data.get('prepared')}")
+        if data.get("not_read"):
+            print(f"warning: not all of the file was read: {data['not_read']}", file=sys.stderr)
     if status["state"] in (COMPLETED, STOPPED):
         print(status["message"])
         return EXIT_OK

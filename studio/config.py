@@ -67,6 +67,10 @@ MAX_ROW_BYTES = 12 * MAX_ROW_CHARS
 # whatever its text) under about 1 GB. Both can be raised for a machine with more memory.
 MAX_DATASET_CHARS = int(os.environ.get("STUDIO_MAX_DATASET_CHARS", 250_000_000))
 MAX_DATASET_ROWS = int(os.environ.get("STUDIO_MAX_DATASET_ROWS", 1_000_000))
+# Training reads further on the studio's own machine (studio.data.prepared: the rows are held only until they are
+# tokenized into the prepared set); on a shared server it keeps the limits above.
+MAX_TRAIN_DATASET_CHARS = int(os.environ.get("STUDIO_MAX_TRAIN_CHARS", 4_000_000_000))
+MAX_TRAIN_DATASET_ROWS = int(os.environ.get("STUDIO_MAX_TRAIN_ROWS", 10_000_000))
 # Token lengths are measured in batches of at most this many characters: the ids come back as Python ints, about
 # 130 bytes a token for the call, so a batch costs at most ~130 MB (at the worst, one character a token).
 LENGTH_BATCH_CHARS = 1_000_000

@@ -190,3 +190,39 @@ def test_ids_from_the_tokenizer_core_equal_the_tokenizer_call(model):
     texts = ["<｜User｜>What is 2 + 2?<｜Assistant｜><think>\n", "Two and two make four.\n</think>\n\n",
              "The answer is \\boxed{4}.<｜end▁of▁sentence｜>", "", "  spaces\tand\nnew lines ", "中文 und Umlaute äöü"]
     assert token_ids(tokenizer, texts) == tokenizer(texts, add_special_tokens=False)["input_ids"]
+
+
+def test_training_reads_past_a_check_s_limits_and_says_what_it_left(tmp_path, demo_tokenizer, monkeypatch, capsys):
+    """A check stops at STUDIO_MAX_DATASET_CHARS; training reads on, to its own limits, and names what is left."""
+    import json
+
+    from studio import config as studio_config
+    from studio.cli import main
+    from studio.data import readers
+    from studio.data.validate import validate
+
+    data = copy_of(DEMO_TRAIN, tmp_path)
+    rows = len(data.read_text().splitlines())
+    size = len(data.read_text())
+    monkeypatch.setattr(readers, "MAX_DATASET_CHARS", size // 4)
+    checked = validate(str(data), model="demo")
+    assert checked.dataset.not_read and checked.rows < rows and not checked.prepared  # a cut check keeps nothing
+    whole = prepare_data(default_config(str(data), str(tmp_path / "run")), demo_tokenizer)
+    assert whole.rows_read == rows and whole.not_read is None and not whole.reused
+    # A set of the whole file is reused under any limits (it is on disk already, memory-mapped).
+    monkeypatch.setattr(studio_config, "MAX_TRAIN_DATASET_CHARS", size // 2)
+    assert prepare_data(default_config(str(data), str(tmp_path / "run2")), demo_tokenizer).reused
+    other = copy_of(DEMO_TRAIN, tmp_path, "other.jsonl")
+    other.write_text(other.read_text() + data.read_text().splitlines()[0] + "\n")  # other bytes: no set yet
+    half = prepare_data(default_config(str(other), str(tmp_path / "run3")), demo_tokenizer)
+    assert half.not_read and "STUDIO_MAX_TRAIN_CHARS" in half.not_read and half.rows_read < rows
+    assert main(["train", "--data", str(other), "--output", str(tmp_path / "cli"), "--max-steps", "1"]) == 0
+    assert "not all of the file was read" in capsys.readouterr().err  # the reused cut set still says so
+    monkeypatch.setattr(studio_config, "MAX_TRAIN_DATASET_CHARS", 10 * size)
+    assert prepare_data(default_config(str(other), str(tmp_path / "run4")), demo_tokenizer).not_read is None
+    monkeypatch.setenv("STUDIO_MULTIUSER", "1")  # a shared server trains within a check's limits
+    third = copy_of(DEMO_TRAIN, tmp_path, "third.jsonl")
+    third.write_text(third.read_text() + data.read_text().splitlines()[1] + "\n")
+    shared = prepare_data(default_config(str(third), str(tmp_path / "run5")), demo_tokenizer)
+    assert shared.rows_read == checked.rows and "STUDIO_MAX_DATASET_CHARS" in shared.not_read
+    json.dumps(shared.not_read)

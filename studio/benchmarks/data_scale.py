@@ -35,6 +35,12 @@ job, data, model, max_length = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.ar
 from studio.models import load_tokenizer
 tokenizer = load_tokenizer(model)
 out = {}
+# The preparing children read as training does (studio.data.prepared.training_limits), past a check's limits.
+from studio.data.prepared import training_limits
+from studio.data.readers import reading_limits
+limits = reading_limits(*training_limits())  # held: a context manager left to the collector would reset it
+if job != "check":
+    limits.__enter__()
 if job == "bare":
     from studio.config import LENGTH_BATCH_CHARS
     from studio.data.checks import trainable_messages
@@ -55,7 +61,7 @@ if job == "bare":
             tokens += sum(len(ids) for ids in tokenizer(list(column), add_special_tokens=False)["input_ids"])
         seconds += time.perf_counter() - began
         start = end
-    out.update(tokenize_s=seconds, tokens=tokens)
+    out.update(tokenize_s=seconds, tokens=tokens, rows=len(conversations))
 elif job == "steps":
     import sys as _sys
     from studio.data.checks import measure_lengths
@@ -64,6 +70,7 @@ elif job == "steps":
     began = time.perf_counter()
     report = validate(data, lengths=False, prepare=False)
     out["read_and_check_s"] = time.perf_counter() - began
+    out["rows"] = report.rows
     writer = PreparedWriter(source_key(data, None, tokenizer) + "-steps")
     began = time.perf_counter()
     from studio.data.records import paused_gc
@@ -81,7 +88,7 @@ elif job in ("first", "second"):
     prepared = prepare_data(config, tokenizer)
     PackedRows(prepared.train, max_length)  # the packing plan too: what a packed run needs before its first step
     out.update(seconds=time.perf_counter() - began, reused=prepared.reused, train_rows=len(prepared.train),
-               truncated=prepared.rows_truncated)
+               rows_read=prepared.rows_read, not_read=prepared.not_read, truncated=prepared.rows_truncated)
 elif job == "check":
     from studio.data.validate import validate
     began = time.perf_counter()
@@ -125,10 +132,12 @@ def main(argv: list[str] | None = None) -> int:
         first = child("first", data, args.model, args.max_length, environment)
         second = child("second", data, args.model, args.max_length, environment)
         result.update(
-            tokens=bare["tokens"], bare_tokenize_s=round(bare["tokenize_s"], 2),
+            tokens=bare["tokens"], rows_tokenized=[bare["rows"], steps["rows"]],
+            bare_tokenize_s=round(bare["tokenize_s"], 2),
             read_and_check_s=round(steps["read_and_check_s"], 2),
             tokenize_and_write_s=round(steps["tokenize_and_write_s"], 2),
             tokenize_over_bare=round(steps["tokenize_and_write_s"] / bare["tokenize_s"], 2),
+            rows_read=first["rows_read"], not_read=first["not_read"],
             first_run_s=round(first["seconds"], 2), first_run_peak_mib=first["peak_mib"],
             second_run_s=round(second["seconds"], 3), second_run_peak_mib=second["peak_mib"],
             second_reused=second["reused"], second_over_first=round(second["seconds"] / first["seconds"], 3))

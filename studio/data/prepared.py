@@ -26,6 +26,7 @@ first.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -136,8 +137,20 @@ class PreparedSet:
         return {"input_ids": ids, "labels": labels}
 
 
-def open_set(key: str, root: Path | None = None) -> PreparedSet | None:
-    """The set stored under `key`, or None (missing, or not whole: a crash while it was written)."""
+def training_limits() -> tuple[int, int, tuple[str, str]] | None:
+    """How far training reads a dataset: further than a check on the studio's own machine (the rows are held
+    only until tokenized); on a shared server, a check's own limits (None)."""
+    from studio import spaces
+
+    if spaces.multiuser():
+        return None
+    return (studio_config.MAX_TRAIN_DATASET_ROWS, studio_config.MAX_TRAIN_DATASET_CHARS,
+            ("STUDIO_MAX_TRAIN_ROWS", "STUDIO_MAX_TRAIN_CHARS"))
+
+
+def open_set(key: str, root: Path | None = None, limits=None) -> PreparedSet | None:
+    """The set stored under `key`, or None (missing, or not whole: a crash while it was written). A set made
+    from a read cut short by the dataset limits is only reused under the same `limits`."""
     import numpy as np
     from datasets import Dataset
 
@@ -145,6 +158,8 @@ def open_set(key: str, root: Path | None = None) -> PreparedSet | None:
     try:
         meta = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
         if meta.get("version") != PREPARED_VERSION:
+            return None
+        if meta.get("not_read") and meta.get("limits") != (list(limits[:2]) if limits else None):
             return None
         tokens = Dataset.from_file(str(folder / TOKENS_FILE))
         rows = np.load(folder / ROWS_FILE, mmap_mode="r")
@@ -237,11 +252,14 @@ class PreparedWriter:
                 "tokens": self._tokens}
         (self.folder / META_FILE).write_text(json.dumps(meta, indent=2), encoding="utf-8")
         target = self.root / self.key
-        _replace_folder(self.folder, target)
+        limits = tuple(meta["limits"]) if meta.get("limits") else None
+        # A set already there is kept (another process made the same one) unless these limits would not use it
+        # (it was cut by other limits): then this one replaces it.
+        _replace_folder(self.folder, target, keep_whole=open_set(self.key, self.root, limits) is not None)
         for alias in self.aliases:  # the same set under another key (a copy of three small files and a link)
             _link_set(target, self.root / alias)
         prune(self.root)
-        return open_set(self.key, self.root)
+        return open_set(self.key, self.root, limits)
 
     def abandon(self) -> None:
         try:
@@ -298,8 +316,8 @@ def writer_for(source: str, overrides: dict | None, tokenizer, dataset, root: Pa
     stored already or `source` is no local file. The set is also stored under the mapping the check resolved
     (the Train tab passes that one on: "Train on this file as mapped")."""
     key = source_key(source, overrides, tokenizer)
-    if key is None or open_set(key, root) is not None:
-        return None
+    if key is None or dataset.not_read or open_set(key, root) is not None:
+        return None  # a check cut short by its limits is not what training reads: nothing to keep
     resolved = dataset.mapping.to_overrides() if dataset.mapping is not None else None
     return PreparedWriter(key, root, aliases=(source_key(source, resolved, tokenizer),) if resolved else ())
 
@@ -314,14 +332,18 @@ def prepared_for_training(source: str, overrides: dict | None, tokenizer, *, roo
     from studio.data.checks import measure_lengths
     from studio.data.validate import validate
 
+    from studio.data.readers import reading_limits
+
+    limits = training_limits()
     key = source_key(source, overrides, tokenizer)
-    found = open_set(key, root) if key else None
+    found = open_set(key, root, limits) if key else None
     if found is not None:
         return found, True
-    report = validate(source, lengths=False, overrides=overrides, progress=progress)
+    with reading_limits(*limits) if limits else contextlib.nullcontext():
+        report = validate(source, lengths=False, overrides=overrides, progress=progress)
     if key is None:
         key = content_key(report, tokenizer)
-        found = open_set(key, root)
+        found = open_set(key, root, limits)
         if found is not None:
             return found, True
         writer = PreparedWriter(key, root)
@@ -332,7 +354,8 @@ def prepared_for_training(source: str, overrides: dict | None, tokenizer, *, roo
     try:
         with paused_gc():  # as check_dataset does: nothing here holds cycles
             measure_lengths(report, tokenizer, sys.maxsize, progress, keep=writer)  # nothing is cut: no flags
-        return writer.finish(report, {"source": Path(source).name}), False
+        return writer.finish(report, {"source": Path(source).name, "not_read": report.dataset.not_read,
+                                      "limits": list(limits[:2]) if limits else None}), False
     except BaseException:
         writer.abandon()
         raise

@@ -195,6 +195,7 @@ class PreparedData:
     rows_truncated: int
     reused: bool = False  # the tokens were prepared already (an earlier run or the Data tab's check)
     cache: str = ""  # the prepared set's folder
+    not_read: str | None = None  # what of the source the dataset limits left unread (None: all of it)
 
 
 def prepare_data(config: TrainConfig, tokenizer) -> PreparedData:
@@ -213,7 +214,7 @@ def prepare_data(config: TrainConfig, tokenizer) -> PreparedData:
     truncated = int((prepared.lengths() > config.max_length).sum())
     return PreparedData(TrainingRows(prepared, positions[held_out:], config.max_length),
                         TrainingRows(prepared, positions[:held_out], config.max_length), meta["rows_read"],
-                        meta["rows_left_out"], truncated, reused, str(prepared.folder))
+                        meta["rows_left_out"], truncated, reused, str(prepared.folder), meta.get("not_read"))
 
 
 def _no_row_to_train_on(data: str, rows: int, errors: int) -> str:
@@ -605,7 +606,7 @@ class TrainingJob:
         self.data_summary = {"rows_read": data.rows_read, "rows_left_out": data.rows_left_out,
                              "rows_truncated": data.rows_truncated, "train_rows": len(data.train),
                              "eval_rows": len(data.eval), "tokens_reused": data.reused,
-                             "prepared": data.cache}
+                             "prepared": data.cache, "not_read": data.not_read}
         self._set_status(RUNNING, message=f"Loading {config.model} on {device.describe()} "
                                           f"({memory_setting_words(checkpointing, offload)})",
                          data=self.data_summary,

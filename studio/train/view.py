@@ -65,6 +65,8 @@ def status_markdown(status: dict, run_name: str | None) -> str:
                  f"{data['rows_left_out']:,} rows with errors left out; {data['rows_truncated']:,} cut at max_length"
                  + ("; tokens reused from the prepared cache (not tokenized again)." if data.get("tokens_reused")
                     else "."))
+        if data.get("not_read"):
+            text += f"\n\n⚠️ Not all of the file was read: {data['not_read']}."
     return text
 
 

@@ -24,6 +24,8 @@ and `read_raw_rows`, which picks one by the file's suffix.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import re
 from pathlib import Path
 
@@ -93,6 +95,21 @@ def looks_like_hub_id(source: str) -> bool:
 # Limits
 
 
+# Limits other than the checks' own for what reads in this context: training reads further than a check
+# (studio.data.prepared: it holds the rows only until they are tokenized), and names its own variables.
+_LIMITS: contextvars.ContextVar = contextvars.ContextVar("studio_reading_limits", default=None)
+
+
+@contextlib.contextmanager
+def reading_limits(rows: int, chars: int, variables: tuple[str, str]):
+    """Read at most `rows` rows and `chars` characters in this context; `variables` name the two settings."""
+    token = _LIMITS.set((rows, chars, variables))
+    try:
+        yield
+    finally:
+        _LIMITS.reset(token)
+
+
 class _Budget:
     """The dataset limits, counted while rows are read into `rows`."""
 
@@ -100,20 +117,22 @@ class _Budget:
         self.label = label
         self.rows = RawRows()
         self.chars = 0
+        self.max_rows, self.max_chars, self.variables = _LIMITS.get() or (
+            MAX_DATASET_ROWS, MAX_DATASET_CHARS, ("STUDIO_MAX_DATASET_ROWS", "STUDIO_MAX_DATASET_CHARS"))
 
     def room(self, count: int, chars: int) -> bool:
-        return len(self.rows) + count <= MAX_DATASET_ROWS and self.chars + chars <= MAX_DATASET_CHARS
+        return len(self.rows) + count <= self.max_rows and self.chars + chars <= self.max_chars
 
     def stop(self, number: int, rest: str) -> None:
         """Reading stops before row `number`: the last row says so, and so does `rows.not_read`."""
-        if len(self.rows) >= MAX_DATASET_ROWS:
-            why = f"the studio reads at most {MAX_DATASET_ROWS:,} rows of one dataset"
+        if len(self.rows) >= self.max_rows:
+            why = f"the studio reads at most {self.max_rows:,} rows of one dataset ({self.variables[0]})"
         else:
             why = (f"the {len(self.rows):,} rows before it already hold {self.chars:,} characters and the studio "
-                   f"reads at most {MAX_DATASET_CHARS:,} characters of one dataset")
+                   f"reads at most {self.max_chars:,} characters of one dataset ({self.variables[1]})")
         message = (f"{self.label} {number} and everything after it ({rest}) were not read: {why}. Those rows are "
                    "left out of the checks and of training; split the file into parts under the limit and check "
-                   "each part")
+                   f"each part, or raise {self.variables[1] if 'characters' in why else self.variables[0]}")
         self.rows.not_read = message
         self.rows.append((number, None, RowTooLarge(message)))
 

@@ -95,8 +95,8 @@ class _TableRows:
             expanded.append(int(column_sizes.sum()))
         over = sizes > readers.MAX_ROW_CHARS
         budget, first = self.budget, self.number + 1
-        room_rows = readers.MAX_DATASET_ROWS - len(budget.rows)
-        room_chars = readers.MAX_DATASET_CHARS - budget.chars
+        room_rows = budget.max_rows - len(budget.rows)
+        room_chars = budget.max_chars - budget.chars
         spent = np.cumsum(np.where(over, 0.0, costs))
         fits = int(np.searchsorted(spent, room_chars, side="right"))  # rows that fit the characters left
         keep = min(count, room_rows, fits)
