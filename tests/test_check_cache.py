@@ -72,3 +72,19 @@ def test_failures_are_not_kept_each_request_gets_the_message(tmp_path):
             assert "not valid JSON" in str(error)
         else:
             raise AssertionError("an unreadable file must raise")
+
+
+def test_a_file_is_hashed_once_until_it_changes(tmp_path, monkeypatch):
+    path = tmp_path / "data.jsonl"
+    path.write_bytes((SAMPLES_DIR / "clean-sample.jsonl").read_bytes())
+    first = check_cache.content_key(str(path))
+    reads = []
+    real_open = open
+    monkeypatch.setattr("builtins.open", lambda *a, **k: reads.append(a[0]) or real_open(*a, **k))
+    assert check_cache.content_key(str(path)) == first and reads == []  # unchanged: not read again
+    monkeypatch.undo()
+    data = bytearray(path.read_bytes())
+    data[-2:-1] = b" "  # the same size, other bytes: a newer modification time
+    time.sleep(0.01)
+    path.write_bytes(bytes(data))
+    assert check_cache.content_key(str(path)) != first

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import weakref
+from collections import OrderedDict
 from concurrent.futures import Future
 from dataclasses import replace
 from pathlib import Path
@@ -23,19 +24,38 @@ from studio.data.validate import validate
 _CHUNK = 1 << 20
 
 
+_HASHED: "OrderedDict[tuple, str]" = OrderedDict()  # (path, inode, size, mtime_ns) -> digest, the latest few
+_HASHED_KEPT = 64
+_HASHED_LOCK = threading.Lock()
+
+
 def content_key(source: str) -> str | None:
-    """A fingerprint of a local file's bytes (None for a Hub id or anything that is not a regular file)."""
+    """A fingerprint of a local file's bytes (None for a Hub id or anything that is not a regular file).
+
+    One check asks for it several times (the shared check, the prepared set and its alias): a file unchanged
+    since (same inode, size and modification time to the nanosecond) is not read again."""
     path = Path(source).expanduser()
     try:
         if not path.is_file():
             return None
+        stat = path.stat()
+        seen = (str(path.resolve()), stat.st_ino, stat.st_size, stat.st_mtime_ns)
+        with _HASHED_LOCK:
+            if seen in _HASHED:
+                _HASHED.move_to_end(seen)
+                return _HASHED[seen]
         digest = hashlib.sha256()
         with open(path, "rb") as handle:
             while chunk := handle.read(_CHUNK):
                 digest.update(chunk)
     except OSError:
         return None
-    return f"{digest.hexdigest()}:{path.suffix.lower()}"  # the suffix decides how the bytes are read
+    key = f"{digest.hexdigest()}:{path.suffix.lower()}"  # the suffix decides how the bytes are read
+    with _HASHED_LOCK:
+        _HASHED[seen] = key
+        while len(_HASHED) > _HASHED_KEPT:
+            _HASHED.popitem(last=False)
+    return key
 
 
 class CheckCache:
