@@ -24,10 +24,12 @@ ROWS = (
 BROKEN = {"query": "What is {a} + {b}?", "response": "{a} + {b} = {s}.\n</think>\n\nThe answer is {s}."}
 
 
-def write_rows(path: str, count: int, layout: str = "query_response") -> None:
+def write_rows(path: str, count: int, layout: str = "query_response", unique: bool = False) -> None:
+    """Rows whose numbers cycle (most rows repeat an earlier one, so the duplicate check works hard), or with
+    `unique` all different."""
     with open(path, "w", encoding="utf-8") as handle:
         for index in range(count):
-            a, b = index % 97, index % 89
+            a, b = (index, index // 2) if unique else (index % 97, index % 89)
             shape = BROKEN if index % 50 == 0 else ROWS[index % 2]
             row = {key: value.format(a=a, b=b, s=a + b) for key, value in shape.items()}
             if layout == "conversation":

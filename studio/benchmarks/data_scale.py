@@ -109,47 +109,58 @@ def child(job: str, data: str, model: str, max_length: int, environment: dict) -
 
 def main(argv: list[str] | None = None) -> int:
     from studio.benchmarks.checks_speed import write_rows
-    from studio.benchmarks.synthetic_data import write
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=20000)
+    parser.add_argument("--rows", type=int, default=20000, help="rows to prepare (0: only the check)")
     parser.add_argument("--tokens", type=int, default=4096)
     parser.add_argument("--mix", action="store_true", help="lengths from a log-normal mix, mean ≈ 1.5k tokens")
     parser.add_argument("--max-length", type=int, default=4096)
     parser.add_argument("--model", default="demo")
     parser.add_argument("--check-rows", type=int, default=0, help="also check this many short rows (lengths on)")
+    parser.add_argument("--unique", action="store_true",
+                        help="the checked rows all differ (by default they repeat as checks_speed writes them)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="studio-data-scale-") as scratch:
-        data = os.path.join(scratch, "rows.jsonl")
-        write(data, args.rows, args.tokens, args.mix)
         environment = {**os.environ, "HF_HUB_OFFLINE": "1", "STUDIO_PREPARED_DIR": os.path.join(scratch, "prepared"),
+                       "STUDIO_HOME": os.path.join(scratch, "home"),
                        "PYTHONPATH": os.pathsep.join(filter(None, [os.getcwd(), os.environ.get("PYTHONPATH")]))}
-        result = {"rows": args.rows, "shape": "mix" if args.mix else f"≥{args.tokens} tokens",
-                  "max_length": args.max_length, "model": args.model,
-                  "file_mib": round(os.path.getsize(data) / 2**20, 1)}
-        bare = child("bare", data, args.model, args.max_length, environment)
-        steps = child("steps", data, args.model, args.max_length, environment)
-        first = child("first", data, args.model, args.max_length, environment)
-        second = child("second", data, args.model, args.max_length, environment)
-        result.update(
-            tokens=bare["tokens"], rows_tokenized=[bare["rows"], steps["rows"]],
-            bare_tokenize_s=round(bare["tokenize_s"], 2),
-            read_and_check_s=round(steps["read_and_check_s"], 2),
-            tokenize_and_write_s=round(steps["tokenize_and_write_s"], 2),
-            tokenize_over_bare=round(steps["tokenize_and_write_s"] / bare["tokenize_s"], 2),
-            rows_read=first["rows_read"], not_read=first["not_read"],
-            first_run_s=round(first["seconds"], 2), first_run_peak_mib=first["peak_mib"],
-            second_run_s=round(second["seconds"], 3), second_run_peak_mib=second["peak_mib"],
-            second_reused=second["reused"], second_over_first=round(second["seconds"] / first["seconds"], 3))
+        result = {"rows": args.rows, "max_length": args.max_length, "model": args.model}
+        if args.rows:
+            result.update(prepare(scratch, args, environment))
         if args.check_rows:
             short = os.path.join(scratch, "short.jsonl")
-            write_rows(short, args.check_rows)
+            write_rows(short, args.check_rows, unique=args.unique)
             started = time.perf_counter()
             check = child("check", short, args.model, args.max_length, environment)
-            result.update(check_rows=args.check_rows, check_s=round(check["seconds"], 1),
+            result.update(check_rows=args.check_rows, check_unique=args.unique, check_s=round(check["seconds"], 1),
                           check_peak_mib=check["peak_mib"], check_wall_s=round(time.perf_counter() - started, 1))
         print(json.dumps(result))
     return 0
+
+
+def prepare(scratch: str, args, environment: dict) -> dict:
+    """The preparing runs (bare pass, steps, first and second run) on args.rows synthetic rows."""
+    from studio.benchmarks.synthetic_data import write
+
+    data = os.path.join(scratch, "rows.jsonl")
+    write(data, args.rows, args.tokens, args.mix)
+    result = {"shape": "mix" if args.mix else f"≥{args.tokens} tokens",
+              "file_mib": round(os.path.getsize(data) / 2**20, 1)}
+    bare = child("bare", data, args.model, args.max_length, environment)
+    steps = child("steps", data, args.model, args.max_length, environment)
+    first = child("first", data, args.model, args.max_length, environment)
+    second = child("second", data, args.model, args.max_length, environment)
+    result.update(
+        tokens=bare["tokens"], rows_tokenized=[bare["rows"], steps["rows"]],
+        bare_tokenize_s=round(bare["tokenize_s"], 2),
+        read_and_check_s=round(steps["read_and_check_s"], 2),
+        tokenize_and_write_s=round(steps["tokenize_and_write_s"], 2),
+        tokenize_over_bare=round(steps["tokenize_and_write_s"] / bare["tokenize_s"], 2),
+        rows_read=first["rows_read"], not_read=first["not_read"],
+        first_run_s=round(first["seconds"], 2), first_run_peak_mib=first["peak_mib"],
+        second_run_s=round(second["seconds"], 3), second_run_peak_mib=second["peak_mib"],
+        second_reused=second["reused"], second_over_first=round(second["seconds"] / first["seconds"], 3))
+    return result
 
 
 if __name__ == "__main__":

@@ -6,9 +6,10 @@ The codes are a contract (CLI JSON, UI, tests): add new ones, never rename. Each
 
 from __future__ import annotations
 
-import bisect
 import re
+from array import array
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -16,6 +17,7 @@ from studio.config import (
     DEFAULT_MAX_LENGTH, FOREIGN_THINK_TAGS, LENGTH_BATCH_CHARS, MAX_ROW_CHARS, SOLUTION_MARKERS, THINK_CLOSE,
     THINK_OPEN,
 )
+from studio.data.record_store import RecordStore
 from studio.data.records import Dataset, Record, paused_gc
 
 ERROR, WARNING = "error", "warning"
@@ -54,7 +56,7 @@ CODES: dict[str, CodeInfo] = {
 }
 
 
-@dataclass
+@dataclass(slots=True)  # a file of repeated rows has an issue a row: a million of them
 class Issue:
     row: int
     code: str
@@ -65,34 +67,87 @@ class Issue:
         return {"row": self.row, "code": self.code, "severity": self.severity, "message": self.message}
 
 
+class RowValues(Mapping):
+    """Row number -> a count, for the rows measured: two arrays, 16 bytes a row where a dict holds ~100 (a
+    million short rows: 100 MB a map). Looked up through a sorted index built when first asked."""
+
+    def __init__(self, items=()):
+        self._numbers, self._values = array("q"), array("q")
+        self._index = None
+        for number, value in dict(items).items():
+            self.add(number, value)
+
+    def add(self, number: int, value: int) -> None:
+        self._numbers.append(number)
+        self._values.append(value)
+        self._index = None
+
+    def _sorted(self):
+        import numpy as np
+
+        if self._index is None:
+            numbers = np.frombuffer(self._numbers, dtype=np.int64) if self._numbers else np.zeros(0, np.int64)
+            order = np.argsort(numbers, kind="stable")
+            self._index = (numbers[order], order)
+        return self._index
+
+    def __getitem__(self, number: int) -> int:
+        import numpy as np
+
+        numbers, order = self._sorted()
+        at = int(np.searchsorted(numbers, number))
+        if at == len(numbers) or numbers[at] != number:
+            raise KeyError(number)
+        return self._values[int(order[at])]
+
+    def __iter__(self):
+        return iter(self._numbers)
+
+    def __len__(self) -> int:
+        return len(self._numbers)
+
+    def columns(self) -> tuple[array, array]:
+        """(numbers, values) in the order added."""
+        return self._numbers, self._values
+
+    def array(self):
+        """The values, in the order measured (numpy)."""
+        import numpy as np
+
+        return np.frombuffer(self._values, dtype=np.int64) if self._values else np.zeros(0, np.int64)
+
+
 @dataclass
 class LengthStats:
     max_length: int
-    lengths: dict[int, int] = field(repr=False)  # row number -> tokens, rows without errors only
-    reasoning_tokens: dict[int, int] = field(repr=False)
+    lengths: RowValues = field(default_factory=RowValues, repr=False)  # row number -> tokens, rows without errors
+    reasoning_tokens: RowValues = field(default_factory=RowValues, repr=False)
     tokenizer: str | None = None  # what measured: the model's tokenizer, named for the report
     exact: bool | None = None  # True: the counts are the model's own; False: an estimate from another vocabulary
 
     def summary(self, bins: int = 20) -> dict:
-        values = sorted(self.lengths.values())
+        import numpy as np
+
+        values = np.sort(self.lengths.array())
         measured_by = {"tokenizer": self.tokenizer, "exact": self.exact}
-        if not values:
+        if not len(values):
             return {"count": 0, "max_length": self.max_length, **measured_by}
 
         def percentile(fraction: float) -> int:
-            return values[min(len(values) - 1, int(fraction * len(values)))]
+            return int(values[min(len(values) - 1, int(fraction * len(values)))])
 
-        top = max(values[-1], self.max_length)
+        top = max(int(values[-1]), self.max_length)
         width = max(1, -(-top // bins))
         edges = [width * index for index in range(bins + 1)]
-        counts = [bisect.bisect_left(values, edges[i + 1]) - bisect.bisect_left(values, edges[i])
-                  for i in range(bins)]
-        counts[-1] += len(values) - bisect.bisect_left(values, edges[-1])
+        at = np.searchsorted(values, edges, side="left").tolist()
+        counts = [at[i + 1] - at[i] for i in range(bins)]
+        counts[-1] += len(values) - at[-1]
         return {
             "count": len(values), "max_length": self.max_length,
-            "min": values[0], "mean": round(sum(values) / len(values), 1),
+            "min": int(values[0]), "mean": round(float(values.sum()) / len(values), 1),
             "p50": percentile(0.5), "p90": percentile(0.9), "p95": percentile(0.95), "p99": percentile(0.99),
-            "max": values[-1], "over_max_length": len(values) - bisect.bisect_right(values, self.max_length),
+            "max": int(values[-1]),
+            "over_max_length": len(values) - int(np.searchsorted(values, self.max_length, side="right")),
             "histogram": {"edges": edges, "counts": counts}, **measured_by,
         }
 
@@ -106,6 +161,8 @@ class Report:
     # The report this one is a view of (studio.data.check_cache: one check shared by sessions), kept alive by it.
     origin: "Report | None" = field(default=None, repr=False, compare=False)
     prepared: bool = False  # the measured ids are in the prepared-tokens cache (studio.data.prepared)
+    # Each repeated row's number -> the number of the row it repeats (the first with the same messages), in order.
+    duplicates: RowValues = field(default_factory=RowValues, repr=False)
 
     @property
     def rows(self) -> int:
@@ -376,11 +433,23 @@ def check_dataset(
     max_length: int = DEFAULT_MAX_LENGTH,
     progress: Callable[[float, str], None] | None = None,
     keep=None,
+    checked: "RowChecker | None" = None,
 ) -> Report:
     """Check every row; with a tokenizer also measure lengths and flag truncation (and hand the token ids of
-    each measured row to `keep`, see measure_lengths)."""
+    each measured row to `keep`, see measure_lengths). `checked`: a RowChecker that has seen every row already
+    (load_dataset's on_records: the rows were checked as they were read)."""
     with paused_gc():
-        report = _check_rows(dataset, progress if tokenizer is None else None)
+        if checked is None:
+            checked = RowChecker(progress if tokenizer is None else None, total=len(dataset.records))
+            label = dataset.row_label()
+            chunk = []
+            for record in dataset.records:
+                chunk.append(record)
+                if len(chunk) == 4096:
+                    checked(chunk, label)
+                    chunk = []
+            checked(chunk, label)
+        report = checked.report(dataset)
     if tokenizer is not None:
         with paused_gc():  # ids and rows hold no cycles; full collections would rescan every row kept, per batch
             report.lengths = measure_lengths(report, tokenizer, max_length, progress, keep=keep)
@@ -388,28 +457,68 @@ def check_dataset(
     return report
 
 
-def _check_rows(dataset: Dataset, progress) -> Report:
-    label = dataset.row_label()
-    issues: list[Issue] = []
-    add = issues.append
-    seen: dict[tuple, int] = {}
-    records = dataset.records
-    step = max(1, len(records) // 50)
-    for index, record in enumerate(records):
-        if progress and index % step == 0:
-            progress(index / len(records), "Checking rows")
-        messages = record.messages
-        if record.problem is not None or not _clean_single_turn(messages):
-            for code, message in check_record(record, label):
-                add(Issue(record.number, code, CODES[code].severity, message))
-        if record.problem is None:
-            key = tuple(messages)
-            first = seen.setdefault(key, record.number)
-            if first != record.number:
-                add(Issue(record.number, "duplicate", WARNING,
-                          f"{label} {record.number}: same prompt and reply as {label} {first}; "
-                          "apply 'drop duplicates' to keep the first"))
-    return Report(dataset, issues)
+class RowChecker:
+    """The row checks, fed a block of records at a time (`checker(records, label)`): keeps the issues found and,
+    for the duplicate check, three numbers a row — never the rows themselves.
+
+    Repeated rows are found by each row's messages' hash (Python's 64-bit keyed SipHash over the text) and the
+    length of the last reply: two different rows share both with odds under one in a billion in a file of a
+    million rows. Rows are not kept to compare them exactly: that would hold every row's text, or read every
+    row twice."""
+
+    def __init__(self, progress: Callable[[float, str], None] | None = None, total: int | None = None):
+        self.issues: list[Issue] = []
+        self.progress, self.total, self.seen = progress, total, 0
+        self._numbers, self._hashes, self._sizes = array("q"), array("q"), array("q")
+
+    def __call__(self, records, label: str, done: float | None = None) -> None:
+        add = self.issues.append
+        numbers, hashes, sizes = self._numbers.append, self._hashes.append, self._sizes.append
+        for record in records:
+            messages = record.messages
+            if record.problem is not None or not _clean_single_turn(messages):
+                for code, message in check_record(record, label):
+                    add(Issue(record.number, code, CODES[code].severity, message))
+            if record.problem is None:
+                numbers(record.number)
+                hashes(hash(tuple(messages)))
+                sizes(len(messages[-1][1]) if messages else -1)
+        self.seen += len(records)
+        if self.progress:
+            if done is None and self.total:
+                done = self.seen / self.total
+            self.progress(done or 0.0, f"Checking rows ({self.seen:,} read)")
+
+    def report(self, dataset: Dataset) -> Report:
+        report = Report(dataset, self.issues)
+        label = dataset.row_label()
+        for number, first in self._repeats():
+            report.duplicates.add(number, first)
+            self.issues.append(Issue(number, "duplicate", WARNING,
+                                     f"{label} {number}: same prompt and reply as {label} {first}; "
+                                     "apply 'drop duplicates' to keep the first"))
+        return report
+
+    def _repeats(self):
+        """(number, first number) of every row whose messages an earlier row has, in file order."""
+        import numpy as np
+
+        if len(self._numbers) < 2:
+            return []
+        numbers = np.frombuffer(self._numbers, dtype=np.int64)
+        hashes = np.frombuffer(self._hashes, dtype=np.int64)
+        sizes = np.frombuffer(self._sizes, dtype=np.int64)
+        order = np.lexsort((numbers, sizes, hashes))  # by hash, then size, then position in the file
+        hashes, sizes = hashes[order], sizes[order]
+        starts = np.ones(len(order), dtype=bool)
+        starts[1:] = (hashes[1:] != hashes[:-1]) | (sizes[1:] != sizes[:-1])
+        if starts.all():
+            return []
+        firsts = numbers[order][np.flatnonzero(starts)][np.cumsum(starts) - 1]  # each row's group's first
+        repeated = ~starts
+        copies, of = numbers[order][repeated], firsts[repeated]
+        in_order = np.argsort(copies, kind="stable")
+        return zip(copies[in_order].tolist(), of[in_order].tolist())
 
 
 # --------------------------------------------------------------------------------------------------
@@ -434,34 +543,24 @@ def measure_lengths(report: Report, tokenizer, max_length: int,
 
     errors = report.error_rows
     label = report.dataset.row_label()
-    candidates = [record for record in report.dataset.records if record.number not in errors]
-    stats = LengthStats(max_length, {}, {})
+    stats = LengthStats(max_length)
     # Rows with the same messages measure the same: tokenize the first only (a file of one repeated row costs one).
-    repeated = {issue.row for issue in report.issues if issue.code == "duplicate"}
-    keys = {tuple(record.messages) for record in candidates if record.number in repeated} if repeated else set()
-    first_of: dict[tuple, Record] = {}
-    copies: list[tuple[Record, Record]] = []
-    todo = []
-    for record in candidates:
-        if keys:
-            key = tuple(record.messages)
-            if key in keys:
-                first = first_of.setdefault(key, record)
-                if first is not record:
-                    copies.append((record, first))
-                    continue
-        todo.append(record)
-    firsts = {record.number for record in first_of.values()}
-    prompt_tokens: dict[int, int] = {}  # of the rows that others repeat
+    # The copies come in file order, as the rows do: walked beside them, never looked up.
+    repeats = report.duplicates
+    copy_numbers, copy_firsts = repeats.columns()
+    firsts = set(copy_firsts)
+    first_measure: dict[int, tuple[int, int, int]] = {}  # of the rows that others repeat: total, prompt, reasoning
     failed: dict[int, str] = {}
+    total = max(1, len(report.dataset.records) - len(errors) - len(copy_numbers))
 
     def measured(record: Record, example) -> None:
         if keep is not None:
             keep.add(record.number, example)
-        stats.lengths[record.number] = len(example)
-        stats.reasoning_tokens[record.number] = example.reasoning_end - example.prompt_tokens
+        stats.lengths.add(record.number, len(example))
+        stats.reasoning_tokens.add(record.number, example.reasoning_end - example.prompt_tokens)
         if record.number in firsts:
-            prompt_tokens[record.number] = example.prompt_tokens
+            first_measure[record.number] = (len(example), example.prompt_tokens,
+                                            example.reasoning_end - example.prompt_tokens)
         _flag_truncated(report, record.number, label, len(example), example.prompt_tokens, example.reasoning_end,
                         max_length)
 
@@ -475,7 +574,7 @@ def measure_lengths(report: Report, tokenizer, max_length: int,
     def flush() -> None:
         nonlocal done
         if progress:
-            progress(done / max(1, len(todo)), "Measuring token lengths")
+            progress(done / total, "Measuring token lengths")
         conversations = [trainable_messages(record.messages) for record in chunk]
         examples = _encode_guarded(encode_examples, tokenizer, conversations)
         if isinstance(examples, list) and len(examples) == len(chunk):
@@ -492,7 +591,16 @@ def measure_lengths(report: Report, tokenizer, max_length: int,
         done += len(chunk)
         chunk.clear()
 
-    for record in todo:
+    copies: list[tuple[int, int]] = []
+    next_copy = 0
+    for record in report.dataset.records:
+        if record.number in errors:
+            continue
+        while next_copy < len(copy_numbers) and copy_numbers[next_copy] < record.number:
+            next_copy += 1
+        if next_copy < len(copy_numbers) and copy_numbers[next_copy] == record.number:
+            copies.append((record.number, copy_firsts[next_copy]))
+            continue
         chars = sum(len(content) for _, content in record.messages)
         if chars > MAX_ROW_CHARS:
             fail(record, f"{chars:,} characters, over the limit of {MAX_ROW_CHARS:,} for one row, so it was not "
@@ -505,17 +613,16 @@ def measure_lengths(report: Report, tokenizer, max_length: int,
         chunk_chars += chars
     if chunk:
         flush()
-    for record, first in copies:
-        if first.number in failed:
-            fail(record, failed[first.number])
-        elif first.number in stats.lengths:
+    for number, first in copies:
+        if first in failed:
+            fail(Record(number), failed[first])
+        elif first in first_measure:
             if keep is not None:
-                keep.alias(record.number, first.number)
-            stats.lengths[record.number] = total = stats.lengths[first.number]
-            stats.reasoning_tokens[record.number] = stats.reasoning_tokens[first.number]
-            prompt = prompt_tokens[first.number]
-            _flag_truncated(report, record.number, label, total, prompt,
-                            prompt + stats.reasoning_tokens[first.number], max_length)
+                keep.alias(number, first)
+            length, prompt, reasoning = first_measure[first]
+            stats.lengths.add(number, length)
+            stats.reasoning_tokens.add(number, reasoning)
+            _flag_truncated(report, number, label, length, prompt, prompt + reasoning, max_length)
     return stats
 
 
@@ -598,20 +705,38 @@ def apply_fixes(report: Report, fixes: set[str], *, tokenizer=None,
         raise ValueError(f"unknown fix(es) {', '.join(sorted(unknown))}; choose from {', '.join(FIXES)}")
     changed: Counter = Counter()
     source = report.dataset
-    records = []
-    for record in source.records:
-        messages = record.messages
-        if not record.problem and messages and messages[-1][0] == "assistant":
-            reply = messages[-1][1]
-            converted = repair_reply(reply, "convert_foreign" in fixes, False)
-            repaired = repair_reply(converted, False, "repair_unopened" in fixes)
-            changed["convert_foreign"] += converted != reply
-            changed["repair_unopened"] += repaired != converted
-            if repaired != reply:
-                messages = messages[:-1] + [("assistant", repaired)]
-        records.append(Record(record.number, messages, record.problem, record.extra))
+    label = source.row_label()
+
+    def rewritten(records) -> tuple[RecordStore, RowChecker]:
+        """The records into a new store, checked on the way (the rows are read once a pass)."""
+        store, checker, chunk = RecordStore(), RowChecker(), []
+        for record in records:
+            chunk.append(record)
+            if len(chunk) == 4096:
+                checker(chunk, label)
+                store.extend(chunk)
+                chunk = []
+        checker(chunk, label)
+        store.extend(chunk)
+        return store, checker
+
+    def repaired_records():
+        for record in source.records:
+            messages = record.messages
+            if not record.problem and messages and messages[-1][0] == "assistant":
+                reply = messages[-1][1]
+                converted = repair_reply(reply, "convert_foreign" in fixes, False)
+                repaired = repair_reply(converted, False, "repair_unopened" in fixes)
+                changed["convert_foreign"] += converted != reply
+                changed["repair_unopened"] += repaired != converted
+                if repaired != reply:
+                    messages = messages[:-1] + [("assistant", repaired)]
+            yield Record(record.number, messages, record.problem, record.extra)
+
+    with paused_gc():
+        records, checker = rewritten(repaired_records())
     fixed = Dataset(source.source, source.kind, source.mapping, records, source.alternatives, source.not_read)
-    recheck = check_dataset(fixed, tokenizer=tokenizer, max_length=max_length)
+    recheck = check_dataset(fixed, tokenizer=tokenizer, max_length=max_length, checked=checker)
     drop: set[int] = set()
     if "drop_errors" in fixes:
         drop |= recheck.error_rows
@@ -622,8 +747,8 @@ def apply_fixes(report: Report, fixes: set[str], *, tokenizer=None,
             drop |= rows
             changed[fix] = len(rows)
     if drop:
-        fixed = Dataset(source.source, source.kind, source.mapping,
-                        [record for record in records if record.number not in drop], source.alternatives,
-                        source.not_read)
-        recheck = check_dataset(fixed, tokenizer=tokenizer, max_length=max_length)
+        with paused_gc():
+            kept, checker = rewritten(record for record in records if record.number not in drop)
+        fixed = Dataset(source.source, source.kind, source.mapping, kept, source.alternatives, source.not_read)
+        recheck = check_dataset(fixed, tokenizer=tokenizer, max_length=max_length, checked=checker)
     return FixResult(fixed, recheck, changed)

@@ -7,7 +7,9 @@ sources, gold answers) are kept beside the turns, so nothing the user brought is
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
+from typing import BinaryIO
 
 from studio.data.readers import dumps_jsonl
 from studio.data.records import Dataset, Record
@@ -39,17 +41,35 @@ def export_row(record: Record, style: str) -> dict:
     return row
 
 
-def export_jsonl(dataset: Dataset, path: str | Path | None = None,
-                 style: str = DEFAULT_EXPORT_STYLE) -> tuple[bytes, int]:
-    """The dataset as JSON Lines in the OpenAI `messages` or the seed `conversation` layout.
-
-    Returns (bytes, rows left out): rows that could not be read have no messages to write. Callers drop rows
-    with errors first (apply_fixes with `drop_errors`).
-    """
+def write_jsonl(dataset: Dataset, out: BinaryIO, style: str = DEFAULT_EXPORT_STYLE) -> tuple[int, int]:
+    """Write the dataset to `out` as JSON Lines in the OpenAI `messages` or the seed `conversation` layout, a
+    block of rows at a time (a large set is never held whole). Returns (rows written, rows left out): rows that
+    could not be read have no messages to write. Callers drop rows with errors first (apply_fixes with
+    `drop_errors`)."""
     if style not in EXPORT_STYLES:
         raise ValueError(f"unknown export layout {style!r}; choose {' or '.join(EXPORT_STYLES)}")
-    rows = [export_row(record, style) for record in dataset.records if not record.problem]
-    data = dumps_jsonl(rows)
+    written = left_out = 0
+    block: list[dict] = []
+    for record in dataset.records:
+        if record.problem:
+            left_out += 1
+            continue
+        block.append(export_row(record, style))
+        if len(block) == 1024:
+            out.write(dumps_jsonl(block))
+            written += len(block)
+            block = []
+    out.write(dumps_jsonl(block))
+    return written + len(block), left_out
+
+
+def export_jsonl(dataset: Dataset, path: str | Path | None = None,
+                 style: str = DEFAULT_EXPORT_STYLE) -> tuple[bytes, int]:
+    """The dataset as JSON Lines bytes (and written to `path` when given): (bytes, rows left out). For a small
+    set; write_jsonl streams a large one to a file."""
+    buffer = io.BytesIO()
+    _, left_out = write_jsonl(dataset, buffer, style)
+    data = buffer.getvalue()
     if path is not None:
         Path(path).write_bytes(data)
-    return data, len(dataset.records) - len(rows)
+    return data, left_out

@@ -15,16 +15,18 @@ from __future__ import annotations
 
 import contextlib
 import gc
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 from studio.data.detect import (
-    _evidence, _profiles, _sample, _score, _turns_layout, _unknown_format_reason, detect_mappings,
+    SAMPLE_ROWS, _evidence, _profiles, _sample, _score, _turns_layout, _unknown_format_reason, detect_mappings,
 )
 from studio.data.mapping import (
     FORMATS, TURN_LAYOUTS, FieldMapping, _IncompleteMapping, _norm, _Unmappable, _used_fields, normalize_row,
     parse_mapping_overrides,
 )
 from studio.data.readers import DatasetUnreadable, read_raw_rows
+from studio.data.record_store import RecordStore
 
 MAX_ALTERNATIVES = 8  # the most runner-up mappings a Dataset keeps
 # Rows whose fields fit no layout get the full explanation this many times per set of fields, then a short
@@ -45,13 +47,15 @@ class Dataset:
     source: str
     kind: str  # jsonl | json | csv | parquet | hub
     mapping: FieldMapping | None
-    records: list[Record]
+    records: "Sequence[Record]"  # a RecordStore when loaded from a source; any sequence when built in code
     alternatives: list[FieldMapping] = field(default_factory=list)  # other mappings that fit, best first
     not_read: str | None = None  # what of the source was left unread past the dataset limits (None: all was read)
     _by_number: dict[int, Record] | None = field(default=None, repr=False, compare=False)
 
     def record(self, number: int) -> Record:
         """The record with this row number (KeyError when there is none)."""
+        if isinstance(self.records, RecordStore):
+            return self.records[self.records.index_of(number)]
         if self._by_number is None:
             self._by_number = {record.number: record for record in self.records}
         return self._by_number[number]
@@ -85,11 +89,12 @@ def paused_gc():
 
 
 def load_dataset(source: str, mapping: FieldMapping | None = None,
-                 overrides: dict[str, str] | None = None) -> Dataset:
+                 overrides: dict[str, str] | None = None, *, on_records=None) -> Dataset:
     """Read a file or Hub id into records; detects the mapping unless one is given, then applies the
-    user's overrides (e.g. {"prompt": "question"}, or FieldMapping.to_overrides()) to it."""
+    user's overrides (e.g. {"prompt": "question"}, or FieldMapping.to_overrides()) to it. `on_records(records,
+    label)` sees every block of records as it is read (the checks run there: the rows are read once)."""
     with paused_gc():
-        return _load_dataset(source, mapping, overrides)
+        return _load_dataset(source, mapping, overrides, on_records)
 
 
 def _choose_mapping(sample: list[dict], mapping: FieldMapping | None,
@@ -137,76 +142,118 @@ def _best_for_layout(detected: list[FieldMapping], layout: str) -> FieldMapping 
     return replace(kind[0], format=layout) if kind else None
 
 
-def _load_dataset(source: str, mapping: FieldMapping | None, overrides: dict[str, str] | None) -> Dataset:
-    kind, raw_rows = read_raw_rows(source)
-    not_read = getattr(raw_rows, "not_read", None)
-    if not raw_rows:
+def _load_dataset(source: str, mapping: FieldMapping | None, overrides: dict[str, str] | None,
+                  on_records=None) -> Dataset:
+    loader = _Loader(mapping, overrides, on_records)
+    kind, rest = read_raw_rows(source, sink=loader.take)
+    loader.finish()
+    if not len(loader.store):
         raise DatasetUnreadable(f"{source} holds no rows.")
-    sample = _sample(row for _, row, _ in raw_rows)
-    mapping, alternatives = _choose_mapping(sample, mapping, overrides)
-    label = "line" if kind == "jsonl" else "record"
-    records = []
-    append = records.append
-    # Most rows people bring are one prompt and one reply; map those inline (this loop runs per row)
-    # and leave everything else to normalize_row.
-    simple = mapping is not None and not (mapping.system or mapping.reasoning or mapping.input)
-    pair = simple and mapping.turns is None and mapping.prompt is not None and mapping.response is not None
-    turn_list = simple and mapping.turns is not None and mapping.response is None
-    prompt_field, response_field, turns_field = (mapping.prompt, mapping.response, mapping.turns) if simple else (None,) * 3
-    used = _used_fields(mapping) if mapping is not None else frozenset()
-    unknown_reasons: dict[tuple, list] = {}  # fields -> [reason, first row number, rows given the reason]
-    for number, row, error in raw_rows:
-        if pair and type(row) is dict:
-            prompt, response = row.get(prompt_field), row.get(response_field)
-            if type(prompt) is str and type(response) is str:
-                if len(row) == 2:
-                    append(Record(number, [("user", prompt), ("assistant", response)]))
+    return Dataset(source, kind, loader.mapping, loader.store, loader.alternatives, not_read=rest.not_read)
+
+
+class _Loader:
+    """Turns the readers' blocks of raw rows into records as they come: the first blocks wait until enough rows
+    are in to detect the layout (SAMPLE_ROWS), then every block is mapped, handed to `on_records(records, label)`
+    (the checks, while the rows are at hand) and stored (studio.data.record_store: on disk past a megabyte)."""
+
+    def __init__(self, mapping: FieldMapping | None, overrides: dict[str, str] | None, on_records=None):
+        self.given, self.overrides, self.on_records = mapping, overrides, on_records
+        self.mapping: FieldMapping | None = None
+        self.alternatives: list[FieldMapping] = []
+        self.store = RecordStore()
+        self.waiting: list[tuple[list, str]] | None = []  # blocks read before the layout is known
+        self.sampled = 0
+        self.unknown_reasons: dict[tuple, list] = {}  # fields -> [reason, first row number, rows given it]
+
+    def take(self, rows: list, label: str, done: float | None = None) -> None:
+        if self.waiting is not None:
+            self.waiting.append((rows, label))
+            self.sampled += sum(1 for _, row, _ in rows if type(row) is dict)
+            if self.sampled < SAMPLE_ROWS:
+                return
+            self._choose()
+            return
+        self._map(rows, label)
+
+    def finish(self) -> None:
+        if self.waiting is not None:
+            self._choose()
+
+    def _choose(self) -> None:
+        waiting, self.waiting = self.waiting, None
+        sample = _sample(row for rows, _ in waiting for _, row, _ in rows)
+        self.mapping, self.alternatives = _choose_mapping(sample, self.given, self.overrides)
+        for rows, label in waiting:
+            self._map(rows, label)
+
+    def _map(self, raw_rows: list, label: str) -> None:
+        mapping = self.mapping
+        records = []
+        append = records.append
+        # Most rows people bring are one prompt and one reply; map those inline (this loop runs per row)
+        # and leave everything else to normalize_row.
+        simple = mapping is not None and not (mapping.system or mapping.reasoning or mapping.input)
+        pair = simple and mapping.turns is None and mapping.prompt is not None and mapping.response is not None
+        turn_list = simple and mapping.turns is not None and mapping.response is None
+        prompt_field, response_field, turns_field = (
+            (mapping.prompt, mapping.response, mapping.turns) if simple else (None,) * 3)
+        used = _used_fields(mapping) if mapping is not None else frozenset()
+        unknown_reasons = self.unknown_reasons
+        for number, row, error in raw_rows:
+            if pair and type(row) is dict:
+                prompt, response = row.get(prompt_field), row.get(response_field)
+                if type(prompt) is str and type(response) is str:
+                    if len(row) == 2:
+                        append(Record(number, [("user", prompt), ("assistant", response)]))
+                    else:
+                        append(Record(number, [("user", prompt), ("assistant", response)], None,
+                                      {key: value for key, value in row.items() if key not in used}))
+                    continue
+            elif turn_list and type(row) is dict:
+                turns = row.get(turns_field)
+                if type(turns) is list and len(turns) == 2:
+                    first, second = turns
+                    if type(first) is dict and type(second) is dict and len(first) == 2 and len(second) == 2:
+                        prompt, response = first.get("content"), second.get("content")
+                        if (first.get("role") == "user" and second.get("role") == "assistant"
+                                and type(prompt) is str and type(response) is str):
+                            if len(row) == 1:
+                                append(Record(number, [("user", prompt), ("assistant", response)]))
+                            else:
+                                append(Record(number, [("user", prompt), ("assistant", response)], None,
+                                              {key: value for key, value in row.items() if key not in used}))
+                            continue
+            if error is not None:
+                append(Record(number, problem=(getattr(error, "code", "parse_error"), str(error))))
+            elif mapping is None:
+                key = tuple(row) if type(row) is dict else (type(row).__name__,)
+                known = unknown_reasons.get(key)
+                if known is None:
+                    known = unknown_reasons[key] = [_unknown_format_reason(row), number, 0]
+                known[2] += 1
+                if known[2] <= FULL_REASONS:
+                    message = f"{label} {number}: {known[0]}"
                 else:
-                    append(Record(number, [("user", prompt), ("assistant", response)], None,
-                                  {key: value for key, value in row.items() if key not in used}))
-                continue
-        elif turn_list and type(row) is dict:
-            turns = row.get(turns_field)
-            if type(turns) is list and len(turns) == 2:
-                first, second = turns
-                if type(first) is dict and type(second) is dict and len(first) == 2 and len(second) == 2:
-                    prompt, response = first.get("content"), second.get("content")
-                    if (first.get("role") == "user" and second.get("role") == "assistant"
-                            and type(prompt) is str and type(response) is str):
-                        if len(row) == 1:
-                            append(Record(number, [("user", prompt), ("assistant", response)]))
-                        else:
-                            append(Record(number, [("user", prompt), ("assistant", response)], None,
-                                          {key: value for key, value in row.items() if key not in used}))
-                        continue
-        if error is not None:
-            append(Record(number, problem=(getattr(error, "code", "parse_error"), str(error))))
-        elif mapping is None:
-            key = tuple(row) if type(row) is dict else (type(row).__name__,)
-            known = unknown_reasons.get(key)
-            if known is None:
-                known = unknown_reasons[key] = [_unknown_format_reason(row), number, 0]
-            known[2] += 1
-            if known[2] <= FULL_REASONS:
-                message = f"{label} {number}: {known[0]}"
+                    message = (f"{label} {number}: the same fields as {label} {known[1]}, which no known layout "
+                               "fits (see it)")
+                append(Record(number, problem=("unknown_format", message)))
             else:
-                message = (f"{label} {number}: the same fields as {label} {known[1]}, which no known layout fits "
-                           "(see it)")
-            append(Record(number, problem=("unknown_format", message)))
-        else:
-            try:
-                messages = normalize_row(row, mapping)
-            except _Unmappable as reason:
-                if reason.code == "unknown_format":
-                    message = (f"{label} {number} does not fit the {mapping.format} format: {reason}; "
-                               "fix the row or override the field mapping")
-                else:
-                    message = f"{label} {number}: {reason}"
-                append(Record(number, problem=(reason.code, message)))
-                continue
-            append(Record(number, messages, None,
-                          {key: value for key, value in row.items() if key not in used} or None))
-    return Dataset(source, kind, mapping, records, alternatives, not_read=not_read)
+                try:
+                    messages = normalize_row(row, mapping)
+                except _Unmappable as reason:
+                    if reason.code == "unknown_format":
+                        message = (f"{label} {number} does not fit the {mapping.format} format: {reason}; "
+                                   "fix the row or override the field mapping")
+                    else:
+                        message = f"{label} {number}: {reason}"
+                    append(Record(number, problem=(reason.code, message)))
+                    continue
+                append(Record(number, messages, None,
+                              {key: value for key, value in row.items() if key not in used} or None))
+        if self.on_records is not None:
+            self.on_records(records, label)
+        self.store.extend(records)
 
 
 __all__ = ["Dataset", "Record", "load_dataset", "paused_gc"]

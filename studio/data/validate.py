@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Callable
 
 from studio.config import DATASETS_DIR, DEFAULT_LENGTH_MODEL, DEFAULT_MAX_LENGTH
-from studio.data.checks import FIXES, FixResult, Report, apply_fixes, check_dataset
-from studio.data.export import DEFAULT_EXPORT_STYLE, export_jsonl
+from studio.data.checks import FIXES, FixResult, Report, RowChecker, apply_fixes, check_dataset
+from studio.data.export import DEFAULT_EXPORT_STYLE, write_jsonl
 from studio.data.records import load_dataset
 
 # The fixes a user picks by name; rows with errors are never exported, so `drop_errors` is always applied.
@@ -38,7 +38,9 @@ def validate(
         raise ValueError(f"max_length must be a positive number of tokens, got {max_length}")
     if progress:
         progress(0.0, "Reading the file")
-    dataset = load_dataset(source, overrides=overrides)
+    # The rows are checked as they are read, a block at a time; what stays is the issues and a few numbers a row.
+    checker = RowChecker(progress)
+    dataset = load_dataset(source, overrides=overrides, on_records=checker)
     measuring = _measuring_tokenizer(model) if lengths else None
     keep = None
     if measuring is not None and prepare:
@@ -47,7 +49,7 @@ def validate(
         keep = writer_for(source, overrides, measuring[0], dataset)
     try:
         report = check_dataset(dataset, tokenizer=measuring and measuring[0], max_length=max_length,
-                               progress=progress, keep=keep)
+                               progress=progress, keep=keep, checked=checker)
     except BaseException:
         if keep is not None:
             keep.abandon()
@@ -106,11 +108,10 @@ def write_export(result: FixResult, path: str | Path, style: str = DEFAULT_EXPOR
         raise ValueError(f"{path} is a folder: give the export a file name, e.g. {path / 'clean.jsonl'}")
     if not path.parent.exists():
         raise ValueError(f"{path.parent} does not exist: create the folder or export somewhere else")
-    data, _ = export_jsonl(result.dataset, None, style=style)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(handle, "wb") as out:
-            out.write(data)
+            write_jsonl(result.dataset, out, style=style)
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)

@@ -1,7 +1,9 @@
 """Reading raw rows: files (JSONL, JSON, CSV, Parquet) and Hub ids.
 
 `read_raw_rows` gives every row as (number, row, problem): the number in the source (the 1-based line for
-JSONL, the 1-based record otherwise), the parsed row or None, and its problem or None. A row that cannot be read
+JSONL, the 1-based record otherwise), the parsed row or None, and its problem or None. Given a `sink`, it hands
+the rows over a block at a time instead (`sink(rows, label, done)`) and keeps none: what a check of a million
+rows holds is one block, not the file. A row that cannot be read
 keeps its number so the checks report it and the other rows still load; a source that cannot be read at all
 raises `DatasetUnreadable`. A problem is a message; a `RowTooLarge` message has the code `row_too_large`, any
 other is a `parse_error`.
@@ -57,8 +59,35 @@ class RawRows(list):
     not_read: str | None = None
 
 
-def read_raw_rows(source: str) -> tuple[str, RawRows]:
-    """(kind, [(number, row or None, problem or None)]) for a file path or Hub id."""
+# Where the readers' _Budget hands its rows in this context (read_raw_rows' `sink`); None: they are kept.
+_SINK: contextvars.ContextVar = contextvars.ContextVar("studio_raw_rows_sink", default=None)
+
+
+class _SinkFailed(Exception):
+    """What the sink raised, carried out of the reader so it is not taken for a reading error."""
+
+    def __init__(self, error: BaseException):
+        super().__init__(str(error))
+        self.error = error
+
+
+def read_raw_rows(source: str, sink=None) -> tuple[str, RawRows]:
+    """(kind, [(number, row or None, problem or None)]) for a file path or Hub id.
+
+    With `sink`, each block of rows is handed to `sink(rows, label, done)` as it is read (`label`: "line" or
+    "record", `done`: the fraction of the source read, or None) and the list returned is empty: only its
+    `not_read` says something. What the sink raises is raised as it is."""
+    token = _SINK.set(sink)
+    try:
+        kind, rows = _read_raw_rows(source)
+    except _SinkFailed as failed:
+        raise failed.error from None
+    finally:
+        _SINK.reset(token)
+    return kind, rows
+
+
+def _read_raw_rows(source: str) -> tuple[str, RawRows]:
     path = Path(source).expanduser()
     if path.is_dir():
         raise DatasetUnreadable(f"{source} is a folder: pass a .jsonl, .json, .csv or .parquet file.")
@@ -71,13 +100,17 @@ def read_raw_rows(source: str) -> tuple[str, RawRows]:
                 + ", ".join(FILE_SUFFIXES) + "."
             )
         try:
-            return readers[suffix](path)
-        except DatasetUnreadable:
+            kind, rows = readers[suffix](path)
+        except (DatasetUnreadable, _SinkFailed):
             raise
         except (OSError, UnicodeDecodeError) as error:
             raise DatasetUnreadable(f"{path}: cannot read the file ({error}).") from None
+        _flush_rest(rows, "line" if kind == "jsonl" else "record")
+        return kind, rows
     if looks_like_hub_id(source):
-        return "hub", _read_hub(source)
+        rows = _read_hub(source)
+        _flush_rest(rows, "record")
+        return "hub", rows
     raise DatasetUnreadable(
         f"{source}: no such file, and not a Hub dataset id (owner/name). Check the path."
     )
@@ -110,25 +143,56 @@ def reading_limits(rows: int, chars: int, variables: tuple[str, str]):
         _LIMITS.reset(token)
 
 
+def _flush_rest(rows: RawRows, label: str) -> None:
+    """Hand the rows a reader kept past its last flush (all of them, for one that never flushes) to the sink."""
+    sink = _SINK.get()
+    if sink is not None and rows:
+        try:
+            sink(list(rows), label, 1.0)
+        except Exception as error:
+            raise _SinkFailed(error) from error
+        rows.clear()
+
+
 class _Budget:
-    """The dataset limits, counted while rows are read into `rows`."""
+    """The dataset limits, counted while rows are read into `rows`; `flush` hands them to the sink."""
 
     def __init__(self, label: str):
         self.label = label
         self.rows = RawRows()
+        self.handed = 0  # rows already given to the sink (and gone from `rows`)
         self.chars = 0
+        self.sink = _SINK.get()
         self.max_rows, self.max_chars, self.variables = _LIMITS.get() or (
             MAX_DATASET_ROWS, MAX_DATASET_CHARS, ("STUDIO_MAX_DATASET_ROWS", "STUDIO_MAX_DATASET_CHARS"))
 
+    @property
+    def count(self) -> int:
+        """Rows read so far."""
+        return self.handed + len(self.rows)
+
     def room(self, count: int, chars: int) -> bool:
-        return len(self.rows) + count <= self.max_rows and self.chars + chars <= self.max_chars
+        return self.count + count <= self.max_rows and self.chars + chars <= self.max_chars
+
+    def flush(self, done: float | None = None) -> None:
+        """Give the rows read so far to the sink, if there is one (the readers call this between blocks, only
+        where no later part of the file can change what the rows read so far are)."""
+        if self.sink is None or not self.rows:
+            return
+        rows = list(self.rows)
+        self.rows.clear()  # in place: the readers hold `rows` and its methods
+        self.handed += len(rows)
+        try:
+            self.sink(rows, self.label, done)
+        except Exception as error:
+            raise _SinkFailed(error) from error
 
     def stop(self, number: int, rest: str) -> None:
         """Reading stops before row `number`: the last row says so, and so does `rows.not_read`."""
-        if len(self.rows) >= self.max_rows:
+        if self.count >= self.max_rows:
             why = f"the studio reads at most {self.max_rows:,} rows of one dataset ({self.variables[0]})"
         else:
-            why = (f"the {len(self.rows):,} rows before it already hold {self.chars:,} characters and the studio "
+            why = (f"the {self.count:,} rows before it already hold {self.chars:,} characters and the studio "
                    f"reads at most {self.max_chars:,} characters of one dataset ({self.variables[1]})")
         message = (f"{self.label} {number} and everything after it ({rest}) were not read: {why}. Those rows are "
                    "left out of the checks and of training; split the file into parts under the limit and check "

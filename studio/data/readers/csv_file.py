@@ -112,6 +112,7 @@ def _read_csv(path: Path):
     with open(path, "rb") as handle:
         size = os.fstat(handle.fileno()).st_size
         for offset, piece, longest in _csv_pieces(handle):
+            budget.flush(offset / size if size else None)  # the records before this piece are whole
             if offset == 0 and piece and piece.startswith(_BOM):
                 piece, offset = piece[3:], 3
             if piece is None:

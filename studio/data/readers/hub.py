@@ -83,6 +83,7 @@ def _read_hub(source: str):
         for batch in table.to_batches(max_chunksize=_BATCH_ROWS):
             if not table_rows.add(batch):
                 break
+            table_rows.budget.flush(table_rows.number / max(1, table.num_rows))
         return table_rows.budget.rows
     budget = _Budget("record")
     for number, row in enumerate(dataset, 1):
@@ -95,4 +96,6 @@ def _read_hub(source: str):
             break
         budget.rows.append((number, row, None))
         budget.chars += size
+        if number % _BATCH_ROWS == 0:
+            budget.flush(number / max(1, len(dataset)))
     return budget.rows

@@ -244,7 +244,9 @@ def _object_members(path: Path, buf, opened: int):
 def _array_rows(path: Path, buf, opened: int, top: bool = True, state: dict | None = None) -> RawRows:
     state = {} if state is None else state
     try:
-        rows = _elements(path, buf, _windows(buf, opened, state, top))
+        # A top-level list streams its rows to the sink as it goes; a list inside an object does not: what
+        # follows it can still make the file JSON Lines, read again from the start.
+        rows = _elements(path, buf, _windows(buf, opened, state, top), stream=top)
     except _Unclosed:
         raise _not_json(path, f"the list that opens at byte {opened:,} is never closed: the file ends inside "
                               "it") from None
@@ -346,9 +348,9 @@ def _exact(buf, start: int, end: int):
         position = after
 
 
-def _elements(path: Path, buf, items) -> RawRows:
+def _elements(path: Path, buf, items, stream: bool = False) -> RawRows:
     """The rows of a JSON list from _windows' items; an element over MAX_ROW_BYTES is left unparsed, one over
-    MAX_ROW_CHARS is parsed only to count it."""
+    MAX_ROW_CHARS is parsed only to count it. With `stream`, the rows go to the sink (if any) window by window."""
     budget = _Budget("record")
     rows = budget.rows
     append, loads = rows.append, orjson.loads
@@ -386,6 +388,8 @@ def _elements(path: Path, buf, items) -> RawRows:
         return True
 
     for item in items:
+        if stream:
+            budget.flush(item[1] / len(buf) if len(buf) else None)
         if item[0] == "many":
             _, start, end, parsed = item
             chars = end - start - 5 * buf[start:end].count(b"\\u")

@@ -66,6 +66,7 @@ def _read_jsonl(path: Path):
     with open(path, "rb") as handle:
         size = os.fstat(handle.fileno()).st_size
         for offset, lines, long, block_chars in _blocks(handle):
+            budget.flush(offset / size if size else None)  # the lines before this block are whole
             if offset == 0 and lines and lines[0].startswith(_BOM):
                 lines[0] = lines[0][3:]
             if lines is None:

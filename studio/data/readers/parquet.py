@@ -56,6 +56,7 @@ def _read_parquet(path: Path):
             for batch in batches:
                 if not table_rows.add(batch):
                     return "parquet", table_rows.budget.rows
+                table_rows.budget.flush(group / meta.num_row_groups)
     except Exception as error:  # a damaged row group, or one pyarrow cannot decode
         raise DatasetUnreadable(f"{path.name} is not a readable Parquet file ({error}).") from None
     return "parquet", table_rows.budget.rows
@@ -95,7 +96,7 @@ class _TableRows:
             expanded.append(int(column_sizes.sum()))
         over = sizes > readers.MAX_ROW_CHARS
         budget, first = self.budget, self.number + 1
-        room_rows = budget.max_rows - len(budget.rows)
+        room_rows = budget.max_rows - budget.count
         room_chars = budget.max_chars - budget.chars
         spent = np.cumsum(np.where(over, 0.0, costs))
         fits = int(np.searchsorted(spent, room_chars, side="right"))  # rows that fit the characters left
