@@ -20,6 +20,9 @@
         [--steps N] [--seq N] [--batch-size N] [--packing] [--liger] [--checkpointing auto|on|offload|off]
         [--no-fused-lora] [--qlora-upcast] [--attention …] [--profile DIR] [--json]
         tokens/s, peak memory and the share of the compute ceiling through the studio's training path.
+    python -m studio bench --chat [--model …] [--adapter DIR] [--new-tokens N] [--prompts N] [--json]
+        chat speed: tokens/s per pane with both panes streaming, time to first token, batch compare tokens/s,
+        warm-up, GPU memory, beside PEFT's mixed batch and bare generate, and the greedy guard.
 """
 
 from __future__ import annotations
@@ -134,7 +137,13 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--json", action="store_true", help="print one JSON object")
     chat.set_defaults(handler=run_chat)
 
-    bench = commands.add_parser("bench", help="measure training speed and memory on synthetic R1 data")
+    bench = commands.add_parser("bench", help="measure training (or, with --chat, chat) speed and memory")
+    bench.add_argument("--chat", action="store_true", help="measure the chat engine instead of training")
+    bench.add_argument("--adapter", help="--chat: the LoRA adapter (default: a random rank-32 one for the model)")
+    bench.add_argument("--new-tokens", type=int, default=1024, help="--chat: tokens each reply generates")
+    bench.add_argument("--prompts", type=int, default=64, help="--chat: prompts in the batch compare (0: none)")
+    bench.add_argument("--plain-tokens", type=int, default=128,
+                       help="--chat: tokens for the plain paths measured beside (they are slow; 0: none)")
     bench.add_argument("--model", help="random:qwen2-7b (default on a GPU), random:llama-8b, demo (default on CPU), "
                                        "or a model folder")
     bench.add_argument("--name", default="studio")
@@ -397,6 +406,8 @@ def run_chat(args) -> int:
 
 
 def run_bench_command(args) -> int:
+    if args.chat:
+        return run_chat_bench_command(args)
     from studio.train.bench import print_results, run_bench
     from studio.train.job import CHECKPOINTING
 
@@ -411,4 +422,21 @@ def run_bench_command(args) -> int:
     except (ValueError, RuntimeError) as error:
         return _fail(args, str(error), EXIT_ROW_ERRORS)
     print_results([result], args.json)
+    return EXIT_OK
+
+
+def run_chat_bench_command(args) -> int:
+    from studio.chat.bench import print_chat_bench, run_chat_bench
+
+    if args.new_tokens < 1:
+        return _fail(args, "--new-tokens must be at least 1", EXIT_ROW_ERRORS)
+    for name in ("prompts", "plain_tokens"):  # 0 leaves that part out
+        if getattr(args, name) < 0:
+            return _fail(args, f"--{name.replace('_', '-')} must be 0 (left out) or more", EXIT_ROW_ERRORS)
+    try:
+        result = run_chat_bench(model=args.model, adapter=args.adapter, new_tokens=args.new_tokens,
+                                prompts=args.prompts, plain_tokens=args.plain_tokens)
+    except (ValueError, RuntimeError) as error:
+        return _fail(args, str(error), EXIT_ROW_ERRORS)
+    print_chat_bench(result, args.json)
     return EXIT_OK

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from studio import config as studio_config
 from studio import spaces
-from studio.chat.generate import ChatEngine
+from studio.chat.generate import ChatEngine, ModelBusy
 from studio.runs import RunFolder, find_running, list_runs, owned_by
 from studio.train.job import JobBusy, ResumeRefused, TrainConfig, TrainingJob, claim_run
 from studio.train.launch import TrainingProcess
@@ -135,6 +135,10 @@ class Workspace:
         """The busy check and the claim of the run as one step (of six Starts at once exactly one runs)."""
         with self._starting:
             self._refuse_if_busy(owner)
+            try:
+                self.chat.give_gpu_to_training()  # the model loaded for chat holds GBs the run needs
+            except ModelBusy as busy:
+                raise JobBusy(str(busy)) from None
             try:
                 if self.separate_process:
                     job = TrainingProcess(config, resume=resume, owner=owner)
