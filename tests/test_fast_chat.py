@@ -155,3 +155,23 @@ def test_training_takes_the_gpu_back_from_chat_unless_it_is_answering(demo_run, 
         engine._lock.release()
     engine.give_gpu_to_training()
     assert engine.model is None and engine.row_lora is None
+
+
+def test_replies_the_budget_cuts_inside_the_reasoning_are_marked_so(demo_run):
+    from studio.chat import view
+    from studio.chat.compare import Prompt, run_compare
+
+    engine = ChatEngine()
+    engine.load("demo", str(demo_run))
+    sides = {BASE: conversation(PROMPTS[0]), LORA: conversation(PROMPTS[0])}
+    short = engine.answer(sides, SamplingSettings(temperature=0, max_new_tokens=4))
+    whole = engine.answer(sides, SamplingSettings(temperature=0, max_new_tokens=400))
+    assert short[LORA].cut and short[LORA].cut_in_reasoning and short[LORA].to_json()["cut_in_reasoning"]
+    assert "cut inside the reasoning" in view.pane_stats(short[LORA])
+    assert not whole[LORA].cut and not whole[LORA].cut_in_reasoning  # it ended with its end token
+    result = run_compare(engine, [Prompt(PROMPTS[1], "42"), Prompt(PROMPTS[2], "18")],
+                         SamplingSettings(temperature=0, max_new_tokens=4)).to_json()
+    assert result["summary"]["lora"]["cut_in_reasoning"] == 2 and result["summary"]["base"]["cut_in_reasoning"] == 2
+    frame = view.compare_frame(result)
+    assert set(frame["LoRA format"]) == {"✘ cut in reasoning"}
+    assert "cut inside the reasoning by the token budget (4 new tokens)" in view.compare_summary_markdown(result)

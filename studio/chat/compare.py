@@ -109,6 +109,7 @@ class CompareResult:
                 "answer_match": _percent(sum(matched), len(matched)) if matched else None,
                 "pattern": _percent(sum(shown), len(shown)) if shown else None,
                 "mean_reasoning_tokens": round(sum(a["reasoning_tokens"] for a in answers) / len(answers), 1),
+                "cut_in_reasoning": sum(a.get("cut_in_reasoning", False) for a in answers),
             }
         return summary
 
@@ -120,10 +121,20 @@ def _percent(part: int, whole: int) -> float:
     return round(100.0 * part / whole, 1) if whole else 0.0
 
 
+def default_batch_size() -> int:
+    """Prompts a batch: 64 (128 rows, the widest compiled step) on a GPU with room for their cache, else 16."""
+    import torch
+
+    if torch.cuda.is_available() and torch.cuda.get_device_properties(0).total_memory >= 60 * 2**30:
+        return 64
+    return 16
+
+
 def run_compare(engine: ChatEngine, prompts: list[Prompt], settings: SamplingSettings, *,
-                pattern: str | None = None, batch_size: int = 16,
+                pattern: str | None = None, batch_size: int | None = None,
                 progress: Callable[[float, str], None] | None = None) -> CompareResult:
     """Every prompt through base and LoRA (one batch of base and LoRA rows per prompt group)."""
+    batch_size = batch_size or default_batch_size()
     if pattern:
         try:
             re.compile(pattern)

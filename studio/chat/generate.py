@@ -25,6 +25,16 @@ from studio.data.template import prompt_text, split_reasoning
 BASE, LORA = "base", "lora"
 DEMO_MAX_NEW_TOKENS = 256  # the demo model's replies are short; real R1 reasoning needs thousands
 GPU_MAX_NEW_TOKENS = 4096
+
+
+def default_max_new_tokens() -> int:
+    """A reply's budget where no model is chosen yet: R1 reasons for thousands of tokens, so GPU_MAX_NEW_TOKENS
+    on a GPU; on a CPU (the demo model, whose replies are short) DEMO_MAX_NEW_TOKENS."""
+    import torch
+
+    return GPU_MAX_NEW_TOKENS if torch.cuda.is_available() else DEMO_MAX_NEW_TOKENS
+
+
 # Batch sizes the compiled decode step is made for (each is one compilation): two panes, then batch compare.
 BATCH_BUCKETS = (2, 8, 32, 128)
 WARM_BUCKETS = (2,)  # compiled at load: a question (a batch compare's first batch compiles its own size)
@@ -67,6 +77,7 @@ class Reply:
     seconds: float = 0.0
     finished: bool = False
     reasoning_tokens: int | None = None  # known once `</think>` has been generated
+    cut: bool = False  # it ended without its end token: the token budget ran out (or Stop was pressed)
 
     @property
     def split(self):
@@ -87,6 +98,11 @@ class Reply:
         return split.closed and bool(split.answer)
 
     @property
+    def cut_in_reasoning(self) -> bool:
+        """Cut before `</think>`: the budget ended the reasoning, so there is no answer to judge."""
+        return self.cut and not self.split.closed
+
+    @property
     def tokens_per_s(self) -> float:
         return self.tokens / self.seconds if self.seconds > 0 else 0.0
 
@@ -98,8 +114,8 @@ class Reply:
         answer_tokens = self.tokens - self.reasoning_tokens if self.reasoning_tokens is not None else 0
         return {"text": self.text, "reasoning": self.reasoning, "answer": self.answer, "tokens": self.tokens,
                 "reasoning_tokens": self.reasoning_tokens if self.reasoning_tokens is not None else self.tokens,
-                "answer_tokens": answer_tokens, "well_formed": self.well_formed,
-                "tokens_per_s": round(self.tokens_per_s, 1)}
+                "answer_tokens": answer_tokens, "well_formed": self.well_formed, "cut": self.cut,
+                "cut_in_reasoning": self.cut_in_reasoning, "tokens_per_s": round(self.tokens_per_s, 1)}
 
 
 class RowStreamer:
@@ -390,6 +406,7 @@ class ChatEngine:
                         reply.text = tokenizer.decode(ids[:reply.tokens], skip_special_tokens=False)
                         decoded[position] = reply.tokens
                     reply.finished = streamer.done[position] or item is None
+                    reply.cut = item is None and not streamer.done[position]
                 if redraw:
                     drawn = now
                     yield

@@ -47,6 +47,8 @@ def pane_stats(reply: Reply | None) -> str:
     answer = reply.tokens - reasoning
     state = "" if reply.finished else " · writing…"
     shape = "" if not reply.finished or reply.well_formed else " · ⚠ no answer after the reasoning"
+    if reply.finished and reply.cut_in_reasoning:
+        shape = " · ⚠ cut inside the reasoning: the token budget ran out (raise Max new tokens)"
     return (f"reasoning {reasoning:,} tokens · answer {answer:,} tokens · "
             f"{reply.tokens_per_s:,.1f} tokens/s{state}{shape}")
 
@@ -55,9 +57,15 @@ def compare_frame(result_json: dict) -> pd.DataFrame:
     def mark(value):
         return "" if value is None else ("✔" if value else "✘")
 
-    rows = [[row["prompt"], row.get("reference") or "", row["base"]["answer"], row["lora"]["answer"],
-             row["base"]["reasoning_tokens"], row["lora"]["reasoning_tokens"], mark(row["base"]["well_formed"]),
-             mark(row["lora"]["well_formed"]), mark(row["base"]["matches_reference"]),
+    def form(reply):  # a reply the budget cut inside its reasoning is not a format failure of the model
+        return "✘ cut in reasoning" if reply.get("cut_in_reasoning") else mark(reply["well_formed"])
+
+    def answer(reply):
+        return "(cut inside the reasoning: no answer yet)" if reply.get("cut_in_reasoning") else reply["answer"]
+
+    rows = [[row["prompt"], row.get("reference") or "", answer(row["base"]), answer(row["lora"]),
+             row["base"]["reasoning_tokens"], row["lora"]["reasoning_tokens"], form(row["base"]),
+             form(row["lora"]), mark(row["base"]["matches_reference"]),
              mark(row["lora"]["matches_reference"])] for row in result_json["rows"]]
     return pd.DataFrame(rows, columns=COMPARE_COLUMNS)
 
@@ -77,4 +85,9 @@ def compare_summary_markdown(result_json: dict) -> str:
         if pattern:
             cells += f" {s['pattern']}% |"
         lines.append(cells)
+    cut = {side: (summary.get(side) or {}).get("cut_in_reasoning", 0) for side in ("base", "lora")}
+    if any(cut.values()):
+        lines += ["", f"⚠ {cut['base']} base and {cut['lora']} LoRA replies were cut inside the reasoning by the "
+                      f"token budget ({result_json.get('settings', {}).get('max_new_tokens')} new tokens): they count "
+                      "as not keeping the format; raise Max new tokens (R1 reasons for thousands of tokens)."]
     return "\n".join(lines)

@@ -10,7 +10,9 @@ from studio import spaces
 from studio.chat import view as chatview
 from studio.chat.compare import DEMO_PATTERN, read_prompts, run_compare
 from studio.chat.export import adapter_zip, html_report, merge_adapter, push_to_hub, run_config_for
-from studio.chat.generate import BASE, DEMO_MAX_NEW_TOKENS, GPU_MAX_NEW_TOKENS, LORA, SamplingSettings, resolve_adapter
+from studio.chat.generate import (
+    BASE, GPU_MAX_NEW_TOKENS, LORA, SamplingSettings, default_max_new_tokens, resolve_adapter,
+)
 from studio.config import DEFAULT_TEMPERATURE, DEFAULT_TOP_P, DEMO_MODEL, SAMPLES_DIR, STUDIO_HOME
 from studio.models import check_model_available, typed_name
 from studio.runs import RunFolder, run_of_adapter
@@ -222,7 +224,7 @@ def build(app: gr.Blocks, tab: gr.Tab) -> None:
                                     elem_id="chat-temperature")
             top_p = gr.Slider(0.1, 1.0, value=DEFAULT_TOP_P, step=0.05, label="top_p", elem_id="chat-top-p",
                               info="DeepSeek advises 0.95.")
-            max_new_tokens = gr.Number(DEMO_MAX_NEW_TOKENS, precision=0, minimum=1, label="Max new tokens",
+            max_new_tokens = gr.Number(default_max_new_tokens(), precision=0, minimum=1, label="Max new tokens",
                                        info=f"R1 reasoning runs long: use {GPU_MAX_NEW_TOKENS:,}+ on a GPU.",
                                        elem_id="chat-max-new-tokens")
             seed = gr.Number(0, precision=0, label="Seed (-1: random)", elem_id="chat-seed",
