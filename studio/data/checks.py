@@ -442,19 +442,27 @@ def check_dataset(
         if checked is None:
             checked = RowChecker(progress if tokenizer is None else None, total=len(dataset.records))
             label = dataset.row_label()
-            chunk = []
-            for record in dataset.records:
-                chunk.append(record)
-                if len(chunk) == 4096:
-                    checked(chunk, label)
-                    chunk = []
-            checked(chunk, label)
+            for block in blocks_of(dataset.records):
+                checked(block, label)
         report = checked.report(dataset)
     if tokenizer is not None:
         with paused_gc():  # ids and rows hold no cycles; full collections would rescan every row kept, per batch
             report.lengths = measure_lengths(report, tokenizer, max_length, progress, keep=keep)
     report.issues.sort(key=lambda issue: issue.row)  # stable: per-row order of codes is kept
     return report
+
+
+def blocks_of(records, rows: int = 4096, chars: int = 4 << 20):
+    """Records in lists of at most `rows` rows and about `chars` characters (long R1 rows: a fixed count of them
+    could hold hundreds of megabytes at once); the last list may be empty."""
+    block, held = [], 0
+    for record in records:
+        block.append(record)
+        held += sum(len(content) for _, content in record.messages)
+        if len(block) >= rows or held >= chars:
+            yield block
+            block, held = [], 0
+    yield block
 
 
 class RowChecker:
@@ -709,15 +717,10 @@ def apply_fixes(report: Report, fixes: set[str], *, tokenizer=None,
 
     def rewritten(records) -> tuple[RecordStore, RowChecker]:
         """The records into a new store, checked on the way (the rows are read once a pass)."""
-        store, checker, chunk = RecordStore(), RowChecker(), []
-        for record in records:
-            chunk.append(record)
-            if len(chunk) == 4096:
-                checker(chunk, label)
-                store.extend(chunk)
-                chunk = []
-        checker(chunk, label)
-        store.extend(chunk)
+        store, checker = RecordStore(), RowChecker()
+        for block in blocks_of(records):
+            checker(block, label)
+            store.extend(block)
         return store, checker
 
     def repaired_records():
