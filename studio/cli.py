@@ -144,6 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--prompts", type=int, default=64, help="--chat: prompts in the batch compare (0: none)")
     bench.add_argument("--plain-tokens", type=int, default=128,
                        help="--chat: tokens for the plain paths measured beside (they are slow; 0: none)")
+    bench.add_argument("--float32-lora", action="store_true",
+                       help="--chat: the adapter in float32, as PEFT computes it (slower on a GPU; LoRA rows then "
+                            "round as the plain path's do)")
     bench.add_argument("--model", help="random:qwen2-7b (default on a GPU), random:llama-8b, demo (default on CPU), "
                                        "or a model folder")
     bench.add_argument("--name", default="studio")
@@ -435,7 +438,8 @@ def run_chat_bench_command(args) -> int:
             return _fail(args, f"--{name.replace('_', '-')} must be 0 (left out) or more", EXIT_ROW_ERRORS)
     try:
         result = run_chat_bench(model=args.model, adapter=args.adapter, new_tokens=args.new_tokens,
-                                prompts=args.prompts, plain_tokens=args.plain_tokens)
+                                prompts=args.prompts, plain_tokens=args.plain_tokens,
+                                float32_lora=args.float32_lora)
     except (ValueError, RuntimeError) as error:
         return _fail(args, str(error), EXIT_ROW_ERRORS)
     print_chat_bench(result, args.json)

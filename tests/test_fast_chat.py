@@ -175,3 +175,43 @@ def test_replies_the_budget_cuts_inside_the_reasoning_are_marked_so(demo_run):
     frame = view.compare_frame(result)
     assert set(frame["LoRA format"]) == {"✘ cut in reasoning"}
     assert "cut inside the reasoning by the token budget (4 new tokens)" in view.compare_summary_markdown(result)
+
+
+def test_the_loops_sampler_draws_from_the_nucleus_transformers_keeps():
+    from transformers.generation.logits_process import TemperatureLogitsWarper, TopPLogitsWarper
+
+    from studio.chat.decode_loop import choose_tokens
+
+    torch.manual_seed(0)
+    logits = torch.randn(1, 50) * 2
+    rows = 40000
+    temperature, top_p = torch.full((rows, 1), 0.6), torch.full((rows, 1), 0.9)
+    drawn = choose_tokens(logits.expand(rows, -1), temperature, top_p)
+    warped = TopPLogitsWarper(0.9)(None, TemperatureLogitsWarper(0.6)(None, logits.clone()))
+    expected = torch.softmax(warped, dim=-1)[0]
+    observed = torch.bincount(drawn, minlength=50).float() / rows
+    assert set(drawn.unique().tolist()) <= set(torch.nonzero(expected).flatten().tolist())  # never outside it
+    assert (observed - expected).abs().max() < 0.01  # and in its proportions (a few standard errors)
+    greedy = choose_tokens(logits.expand(3, -1), torch.zeros(3, 1), torch.full((3, 1), 0.9))
+    assert greedy.tolist() == [int(logits.argmax())] * 3
+    mixed = choose_tokens(logits.expand(2, -1), torch.tensor([[0.0], [1.0]]), torch.full((2, 1), 1e-6))
+    assert mixed.tolist() == [int(logits.argmax())] * 2  # a nucleus that small is the top token alone
+
+
+def test_stop_ends_the_loop_within_a_step_and_rows_end_on_their_own(demo_run):
+    engine = ChatEngine()
+    engine.load("demo", str(demo_run))
+    calls = []
+    batch = engine.tokenizer(["Hello there", "What is 2 + 2?"], return_tensors="pt", padding=True)
+    engine.decode_loop.generate(batch["input_ids"], batch["attention_mask"], 50, 128, 0.6, 0.95, 0,
+                                lambda step: calls.append(step) or len(calls) < 5)
+    assert len(calls) == 5 and all(len(step) == 2 for step in calls)  # the step that said stop was the last
+    sides = {BASE: conversation(PROMPTS[0]), LORA: conversation(PROMPTS[0])}
+    settings = SamplingSettings(temperature=0.6, max_new_tokens=200, seed=3)
+    for replies in engine.stream(sides, settings):
+        if max(reply.tokens for reply in replies.values()) >= 5:
+            engine.stop()
+    assert max(reply.tokens for reply in replies.values()) < 60  # Stop is read every step, not at the end
+    assert all(reply.finished and reply.cut for reply in replies.values())
+    again = engine.answer(sides, settings)  # the next question starts clean: the cache and the Stop are reset
+    assert all(reply.tokens > 10 for reply in again.values()) and not again[LORA].cut

@@ -1,7 +1,7 @@
 """`studio bench --chat`: how fast the Chat tab and batch compare answer, beside the plain generation paths.
 
     python -m studio bench --chat [--model random:qwen2-7b|demo|PATH] [--adapter DIR] [--new-tokens 1024]
-                                  [--prompts 64] [--plain-tokens 128] [--json]
+                                  [--prompts 64] [--plain-tokens 128] [--float32-lora] [--json]
 
 Loads the chat engine (timing the load and its warm-up), asks one question with both panes streaming (time to
 the first token, tokens/s per pane; the first question after loading, then a second), runs a batch compare of
@@ -87,7 +87,7 @@ def _memory() -> dict:
 
 
 def run_chat_bench(model: str | None = None, adapter: str | None = None, new_tokens: int = 1024, prompts: int = 64,
-                   plain_tokens: int = 128, guard_tokens: int = 128) -> dict:
+                   plain_tokens: int = 128, guard_tokens: int = 128, float32_lora: bool = False) -> dict:
     import torch
 
     from studio.chat.generate import BASE, LORA, ChatEngine, SamplingSettings
@@ -101,10 +101,10 @@ def run_chat_bench(model: str | None = None, adapter: str | None = None, new_tok
                         "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"}
         sampled = SamplingSettings(max_new_tokens=new_tokens, temperature=0.6, seed=0)
         began = time.perf_counter()
-        engine = ChatEngine()
+        engine = ChatEngine(float32_lora=float32_lora)
         engine.load(model_path, adapter)
         result.update(load_and_warm_s=round(time.perf_counter() - began, 1), engine=engine.describe(),
-                      warm_s=engine.warm_seconds, **_memory())
+                      warm_s=engine.warm_seconds, held_after_load=_memory())
         _log("loaded", {key: result[key] for key in ("load_and_warm_s", "warm_s", "engine")})
         result["first_question"] = _panes(engine, sampled)
         _log("first_question", result["first_question"])
@@ -113,18 +113,26 @@ def run_chat_bench(model: str | None = None, adapter: str | None = None, new_tok
         if prompts:
             result["batch_compare"] = _batch_compare(engine, prompts, sampled)
             _log("batch_compare", result["batch_compare"])
+        result["step_ms"] = _step_ms(engine)
+        _log("step_ms", result["step_ms"])
         result.update(_memory())
+        began = time.perf_counter()  # a restart on the same disk: the step's kernels come from the studio's cache
+        engine.unload()
+        engine.load(model_path, adapter)
+        result["reload"] = {"load_and_warm_s": round(time.perf_counter() - began, 1), "warm_s": engine.warm_seconds}
+        _log("reload", result["reload"])
         greedy = SamplingSettings(max_new_tokens=guard_tokens, temperature=0)
         conversation = [{"role": "user", "content": QUESTION}]
         fast_greedy = engine.answer({BASE: conversation, LORA: conversation}, greedy)
         fast_logits = _next_token_logits(engine, conversation)
-        engine.unload()
         plain = ChatEngine(fast=False)
         plain.load(model_path, adapter)
         plain_greedy = plain.answer({BASE: conversation, LORA: conversation}, greedy)
         plain_logits = _next_token_logits(plain, conversation)
-        result["guard"] = {side: {**_agreement(plain.tokenizer, fast_greedy[side].text, plain_greedy[side].text),
-                                  **_logit_gap(fast_logits[row], plain_logits[row])}
+        forced = _forced_agreement(engine, conversation, [plain_greedy[BASE].ids, plain_greedy[LORA].ids])
+        engine.unload()
+        result["guard"] = {side: {**_agreement(fast_greedy[side].ids, plain_greedy[side].ids),
+                                  **_logit_gap(fast_logits[row], plain_logits[row]), **forced[row]}
                            for row, side in enumerate((BASE, LORA))}
         _log("guard", result["guard"])
         if plain_tokens:
@@ -132,6 +140,10 @@ def run_chat_bench(model: str | None = None, adapter: str | None = None, new_tok
                                                                               temperature=0.6, seed=0))
             _log("plain_peft_mixed_batch", result["plain_peft_mixed_batch"])
             result["bare_generate"] = _bare_generate(plain, plain_tokens)
+            _log("bare_generate", result["bare_generate"])
+            if torch.cuda.is_available():  # transformers' own compiled path, for the table beside the studio's
+                result["bare_generate_static"] = _bare_generate(plain, plain_tokens, static=True)
+                _log("bare_generate_static", result["bare_generate_static"])
         plain.unload()
         return result
     finally:
@@ -139,26 +151,97 @@ def run_chat_bench(model: str | None = None, adapter: str | None = None, new_tok
 
 
 def _batch_compare(engine, prompts: int, settings) -> dict:
-    """`prompts` prompts on both sides: a first batch of a few tokens (it compiles this batch size, timed apart),
-    then the timed one."""
+    """`prompts` prompts on both sides: the decode step for their batch compiled first (timed apart, as the Chat
+    tab announces it), then the compare itself."""
     conversations = [[{"role": "user", "content": f"Question {index + 1}: {QUESTION}"}] for index in range(prompts)]
-    began = time.perf_counter()
-    engine.answer_many(conversations, type(settings)(max_new_tokens=8, temperature=0.6, seed=0))
-    first = time.perf_counter() - began
+    first = engine.prepare_many(conversations, settings)
     began = time.perf_counter()
     rows = engine.answer_many(conversations, settings)
     wall = time.perf_counter() - began
+    engine.prepare_many(conversations, settings)  # its step again (freed with the compare), for step_ms
     tokens = sum(reply.tokens for row in rows for reply in row.values())
     return {"rows": 2 * prompts, "tokens": tokens, "wall_s": round(wall, 1), "tokens_per_s": round(tokens / wall, 1),
-            "first_batch_s": round(first, 1),
+            "compile_s": first,
             "cut_in_reasoning": sum(not reply.split.closed for row in rows for reply in row.values())}
 
 
-def _agreement(tokenizer, fast: str, plain: str) -> dict:
-    """Whether two greedy answers are the same tokens, and where they first differ."""
-    a, b = tokenizer.encode(fast, add_special_tokens=False), tokenizer.encode(plain, add_special_tokens=False)
-    same = next((index for index, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
-    return {"equal": a == b, "tokens": len(b), "same_prefix_tokens": same}
+def _step_ms(engine, replays: int = 30) -> dict:
+    """GPU time of one captured decode step for each slot the engine holds (rows x cache length), and of the
+    sampler alone at that width: where a step's time goes, beside the weights' read floor."""
+    import torch
+
+    from studio.chat.decode_loop import choose_tokens
+
+    loop = engine.decode_loop
+    if loop is None or not loop.capture:
+        return {}
+    out = {}
+
+    def measure():
+        with torch.inference_mode():
+            for (rows, length), slot in loop.slots.items():
+                slot.cache.reset()  # replays advance the cache: start them from its first column
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+                for _ in range(replays):
+                    slot.graph.replay()
+                end.record()
+                end.synchronize()
+                logits = torch.randn(rows, engine.model.config.vocab_size, device=slot.tokens.device,
+                                     dtype=torch.bfloat16)
+                sampler_start, sampler_end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                sampler_start.record()
+                for _ in range(replays):
+                    choose_tokens(logits, slot.temperature, slot.top_p)
+                sampler_end.record()
+                sampler_end.synchronize()
+                out[f"{rows}x{length}"] = {"step_ms": round(start.elapsed_time(end) / replays, 2),
+                                           "sampler_ms": round(sampler_start.elapsed_time(sampler_end) / replays, 2)}
+
+    engine._worker.submit(measure).result()
+    return out
+
+
+def _agreement(fast: list[int], plain: list[int]) -> dict:
+    """Whether two greedy answers are the same token ids, and where they first differ."""
+    same = next((index for index, (x, y) in enumerate(zip(fast, plain)) if x != y), min(len(fast), len(plain)))
+    return {"equal": fast == plain, "tokens": len(plain), "same_prefix_tokens": same}
+
+
+def _forced_agreement(engine, conversation, plain_ids: list[list[int]]) -> list[dict]:
+    """The fast loop (its captured step) fed the plain path's greedy tokens for a base and a LoRA row: at how many
+    positions it picks the token the plain path picked next. Free-running greedy answers part for good at the
+    first near-tie that two kernels round differently (random weights are full of them); this says whether
+    every step still computes the same thing."""
+    import torch
+
+    from studio.chat.generate import BASE, LORA
+
+    if engine.decode_loop is None or not all(plain_ids):
+        return [{}, {}]
+    rows = [(BASE, conversation), (LORA, conversation)]
+    batch, sides = engine._batch([0, 1], rows)
+    steps = max(len(ids) for ids in plain_ids)
+    forced = torch.tensor([ids + ids[-1:] * (steps - len(ids)) for ids in plain_ids]
+                          + [plain_ids[0] + plain_ids[0][-1:] * (steps - len(plain_ids[0]))] * (len(sides) - 2),
+                          device=engine.model.device)
+    chosen: list[list[int]] = []
+    length = engine._cache_length(batch["input_ids"].shape[1] + steps, len(sides))
+    if engine.row_lora is not None:
+        engine.row_lora.rows([side == LORA for side in sides])
+
+    def run():
+        with torch.inference_mode(), engine._attention():
+            engine.decode_loop.generate(batch["input_ids"], batch["attention_mask"], steps, length, 0.0, 1.0, 0,
+                                        lambda step: chosen.append(step) or True, forced=forced)
+
+    engine._worker.submit(run).result()
+    out = []
+    for row, ids in enumerate(plain_ids):
+        agree = sum(chosen[position][row] == token for position, token in enumerate(ids))
+        out.append({"forced_positions": len(ids), "forced_agree": agree,
+                    "forced_agree_pct": round(100 * agree / len(ids), 1)})
+    return out
 
 
 def _next_token_logits(engine, conversation):
@@ -185,8 +268,10 @@ def _logit_gap(fast, plain) -> dict:
             "top1_equal": bool(fast.argmax() == plain.argmax())}
 
 
-def _bare_generate(engine, new_tokens: int) -> dict:
-    """The base model alone through `generate` with a dynamic cache, batch 1 and 2 (PEFT's adapters disabled)."""
+def _bare_generate(engine, new_tokens: int, static: bool = False) -> dict:
+    """The base model alone through `generate` (PEFT's adapters disabled), batch 1 and 2: a dynamic cache, or
+    (`static`) transformers' static cache with its compiled decode step (the first call compiles; the second is
+    reported). A failure is reported, not raised: the studio's own figures are already measured."""
     import torch
 
     from studio.data.template import prompt_text
@@ -195,15 +280,20 @@ def _bare_generate(engine, new_tokens: int) -> dict:
     model = engine.model
     text = prompt_text(tokenizer, [{"role": "user", "content": QUESTION}])
     out = {}
+    extra = {"cache_implementation": "static"} if static else {}
     for batch in (1, 2):
         ids = tokenizer([text] * batch, return_tensors="pt", add_special_tokens=False).to(model.device)
-        for _ in range(2):  # the second call is the one reported
-            began = time.perf_counter()
-            with torch.inference_mode(), _adapters_off(model):
-                generated = model.generate(**ids, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
-                                           do_sample=True, temperature=0.6, top_p=0.95,
-                                           pad_token_id=tokenizer.pad_token_id)
-            wall = time.perf_counter() - began
+        try:
+            for _ in range(2):  # the second call is the one reported
+                began = time.perf_counter()
+                with torch.inference_mode(), _adapters_off(model):
+                    generated = model.generate(**ids, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
+                                               do_sample=True, temperature=0.6, top_p=0.95,
+                                               pad_token_id=tokenizer.pad_token_id, **extra)
+                wall = time.perf_counter() - began
+        except Exception as error:  # noqa: BLE001 - reported in the bench's output
+            out[f"batch_{batch}_error"] = f"{type(error).__name__}: {error}"[:300]
+            continue
         out[f"batch_{batch}_tokens_per_s_per_row"] = round((generated.shape[1] - ids["input_ids"].shape[1]) / wall, 1)
     return out
 
@@ -227,7 +317,8 @@ def print_chat_bench(result: dict, as_json: bool) -> None:
               f"lora {pane['lora_tokens_per_s']} tok/s per pane, both streaming")
     if batch:
         print(f"  batch compare {batch['rows']} rows: {batch['tokens_per_s']} tok/s aggregate ({batch['wall_s']} s; "
-              f"its first batch, compiling, {batch['first_batch_s']} s)")
+              f"compiling its step before, {batch['compile_s']} s)")
+    print(f"  load again in the same process: {result['reload']['load_and_warm_s']} s")
     plain = result.get("plain_peft_mixed_batch")
     if plain:
         print(f"  plain PEFT mixed batch: base {plain['base_tokens_per_s']}, lora {plain['lora_tokens_per_s']} "

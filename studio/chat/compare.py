@@ -146,6 +146,10 @@ def run_compare(engine: ChatEngine, prompts: list[Prompt], settings: SamplingSet
             progress(start / len(prompts), f"Prompts {start + 1}–{min(start + batch_size, len(prompts))} of {len(prompts)}")
         group = prompts[start:start + batch_size]
         conversations = [[{"role": "user", "content": prompt.text}] for prompt in group]
+        if progress:  # a new batch size's decode step is compiled once a process (a minute or two on a GPU)
+            engine.prepare_many(conversations, settings, on_compile=lambda rows: progress(
+                start / len(prompts), f"Compiling the decode step for batches of {rows} rows (once; a minute "
+                                      "or two)"))
         for prompt, replies in zip(group, engine.answer_many(conversations, settings)):
             rows.append(CompareRow(prompt, replies))
     return CompareResult(rows, pattern, {"temperature": settings.temperature, "top_p": settings.top_p,

@@ -1,11 +1,13 @@
 """Base vs LoRA generation: one base model in memory with the adapter attached, both answers from one batch.
 
 A plain LoRA adapter is applied row by row inside the same layers (studio.chat.row_lora: base rows get no delta),
-so the two answers cost one `generate` and the memory of one model. On a GPU that batch decodes over a static KV
-cache with the decode step compiled into CUDA graphs, for a few batch sizes (BATCH_BUCKETS: a batch is padded up
-to one with rows nobody sees) warmed when the model loads, so no question pays compilation; cuDNN attention is
-kept out of decoding (it plans anew for every key length). Other adapters (DoRA, trained biases, extra modules)
-go through PEFT's `adapter_names=["__base__", "default"]` mixed batch, or two passes where PEFT cannot mix.
+so the two answers cost one decoding pass and the memory of one model. That pass is the studio's own loop over a
+static KV cache (studio.chat.decode_loop): on a GPU each decode step is a CUDA graph of the compiled step for a
+few batch sizes (BATCH_BUCKETS: a batch is padded up to one with rows nobody sees), the question's captured when
+the model loads so no question pays compilation, and the host reads each step's tokens behind the next step's
+work. cuDNN attention is kept out (it plans anew for every key length). Other adapters (DoRA, trained biases,
+extra modules) go through transformers' `generate` and PEFT's `adapter_names=["__base__", "default"]` mixed batch,
+or two passes where PEFT cannot mix; `fast=False` is that plain path for every adapter (the tests' reference).
 """
 
 from __future__ import annotations
@@ -39,11 +41,13 @@ def default_max_new_tokens() -> int:
 BATCH_BUCKETS = (2, 8, 32, 128)
 WARM_BUCKETS = (2,)  # compiled at load: a question (a batch compare's first batch compiles its own size)
 # A question's static cache is this long (a prompt of up to 1k tokens and the longest reply on a GPU), so every
-# question reuses one compiled step; wider batches (batch compare) get a cache as long as their call needs, in
+# question reuses one captured step; wider batches (batch compare) get a cache as long as their call needs, in
 # steps of CACHE_STEP: each (batch, length) is one compilation, and a 128-row batch over a cache longer than it
-# needs spends most of each step reading empty cache.
+# needs spends most of each step reading empty cache. On a CPU nothing is compiled: caches fit the call, in
+# steps of CPU_CACHE_STEP.
 STATIC_CACHE_TOKENS = 1024 + GPU_MAX_NEW_TOKENS
 CACHE_STEP = 1024
+CPU_CACHE_STEP = 128
 REDRAW_S = 0.05  # the most often a streaming reply's text is decoded again
 
 
@@ -78,6 +82,7 @@ class Reply:
     finished: bool = False
     reasoning_tokens: int | None = None  # known once `</think>` has been generated
     cut: bool = False  # it ended without its end token: the token budget ran out (or Stop was pressed)
+    ids: list[int] = field(default_factory=list, repr=False)  # the generated token ids (the end token not kept)
 
     @property
     def split(self):
@@ -129,10 +134,14 @@ class RowStreamer:
         self.skip_prompt = True
 
     def put(self, value) -> None:
+        """transformers' streamer call: the prompt first, then each step's tokens as a tensor."""
         if self.skip_prompt:  # the first call carries the prompt
             self.skip_prompt = False
             return
-        step = value.reshape(len(self.ids), -1)[:, -1].tolist()
+        self.add(value.reshape(len(self.ids), -1)[:, -1].tolist())
+
+    def add(self, step: list[int]) -> bool:
+        """One step's token for every row; whether any row is still going."""
         for row, token in enumerate(step):
             if self.done[row]:
                 continue
@@ -141,25 +150,22 @@ class RowStreamer:
             else:
                 self.ids[row].append(token)
         self.queue.put("step")
+        return not all(self.done)
 
     def end(self) -> None:
         self.queue.put(None)
 
 
 class StopOnEvent:
-    """A stopping criterion that ends generation when the user presses Stop; rows after `rows` (padding up to a
-    batch bucket) are finished from the start, so they never keep a batch going."""
+    """A stopping criterion that ends `generate` when the user presses Stop."""
 
-    def __init__(self, event: threading.Event, rows: int | None = None):
-        self.event, self.rows = event, rows
+    def __init__(self, event: threading.Event):
+        self.event = event
 
     def __call__(self, input_ids, scores, **kwargs):
         import torch
 
-        done = torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
-        if self.rows is not None and self.rows < input_ids.shape[0]:
-            done[self.rows:] = True
-        return done
+        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
 
 
 def batch_bucket(rows: int) -> int:
@@ -180,10 +186,12 @@ class ChatEngine:
     model: object = None
     tokenizer: object = None
     mixed_batches: bool = True
-    fast: bool = True  # row-masked LoRA, and on a GPU the static cache and compiled decode (False: PEFT, dynamic)
+    fast: bool = True  # row-masked LoRA and the studio's decoding loop (False: PEFT and `generate`)
     row_lora: object = None  # studio.chat.row_lora.RowLoRA when the adapter is applied row by row
+    float32_lora: bool = False  # the row-masked adapter in float32 as PEFT has it (else the base's dtype: faster)
     peft_reason: str | None = None  # why the adapter goes through PEFT instead
-    static_cache: bool = False
+    decode_loop: object = None  # studio.chat.decode_loop.DecodeLoop, unless the adapter goes through PEFT
+    static_cache: bool = False  # the decode step is compiled and replayed as CUDA graphs (a GPU)
     warm_seconds: float = 0.0
     _lock: threading.Lock = field(default_factory=threading.Lock)
     stop_event: threading.Event = field(default_factory=threading.Event)
@@ -222,7 +230,7 @@ class ChatEngine:
 
             self.peft_reason = applicable(adapter_dir) if self.fast else "the plain path was asked for"
             if self.peft_reason is None:
-                self.row_lora = RowLoRA(model, adapter_dir)
+                self.row_lora = RowLoRA(model, adapter_dir, dtype=torch.float32 if self.float32_lora else None)
             else:
                 from peft import PeftModel
 
@@ -232,19 +240,24 @@ class ChatEngine:
         model.eval()
         self.model, self.tokenizer = model, tokenizer
         self.model_name, self.adapter_dir = model_name, adapter_dir
-        # PEFT's per-row dispatch cannot be compiled: the static path needs the adapter row by row, or none.
-        self.static_cache = self.fast and device.kind == "cuda" and (self.row_lora is not None or not adapter_dir)
+        # PEFT's per-row dispatch cannot be compiled: the studio's loop needs the adapter row by row, or none.
+        self.decode_loop = None
+        if self.fast and (self.row_lora is not None or not adapter_dir):
+            from studio.chat.decode_loop import DecodeLoop
+
+            self.decode_loop = DecodeLoop(model, capture=device.kind == "cuda")
+        self.static_cache = self.decode_loop is not None and self.decode_loop.capture
         self.warm_seconds = self.warm_up() if self.static_cache else 0.0
 
     def warm_up(self) -> float:
-        """Compile the decode step for WARM_BUCKETS at the static cache's length (seconds it took)."""
+        """Compile and capture the decode step for WARM_BUCKETS at the question cache's length (seconds it took)."""
         began = time.perf_counter()
         conversation = [{"role": "user", "content": "Warm up."}]
         settings = SamplingSettings(max_new_tokens=8, temperature=0.6, seed=0)
         for bucket in WARM_BUCKETS:
             rows = [(LORA if self.row_lora is not None and index % 2 else BASE, conversation)
                     for index in range(bucket)]
-            for _ in self._stream_rows(rows, settings, warming=True):  # compiles, then records the CUDA graphs
+            for _ in self._stream_rows(rows, settings):  # compiles the step, then records its CUDA graph
                 pass
         return round(time.perf_counter() - began, 1)
 
@@ -252,7 +265,9 @@ class ChatEngine:
         """What answers: the LoRA path, and whether decoding is compiled (for the bench and the Chat tab)."""
         lora = None
         if self.adapter_dir:
-            lora = "row-masked" if self.row_lora is not None else f"PEFT ({self.peft_reason})"
+            lora = f"PEFT ({self.peft_reason})"
+            if self.row_lora is not None:
+                lora = "row-masked, float32" if self.float32_lora else "row-masked"
         return {"lora": lora, "static_cache": self.static_cache,
                 "batch_buckets": list(BATCH_BUCKETS) if self.static_cache else None}
 
@@ -280,7 +295,7 @@ class ChatEngine:
     def unload(self) -> None:
         if self.model is None:
             return
-        self.model = self.tokenizer = self.row_lora = None
+        self.model = self.tokenizer = self.row_lora = self.decode_loop = None
         self.model_name = self.adapter_dir = None
         self.static_cache = False
         import gc
@@ -315,7 +330,7 @@ class ChatEngine:
         return [dict(zip(sides, replies[i:i + len(sides)])) for i in range(0, len(replies), len(sides))]
 
     def _stream_rows(self, rows: list[tuple[str, list[dict]]], settings: SamplingSettings,
-                     warming: bool = False, live: bool = True) -> Iterator[list[Reply]]:
+                     live: bool = True) -> Iterator[list[Reply]]:
         if self.model is None:
             raise RuntimeError("load a model first")
         if any(side == LORA for side, _ in rows) and not self.adapter_dir:
@@ -325,56 +340,114 @@ class ChatEngine:
         try:
             self.stop_event.clear()
             replies = [Reply() for _ in rows]
-            if self.mixed_batches:
-                groups = [list(range(len(rows)))]
-            else:  # one pass per side: DoRA and merged weights cannot mix adapters in a batch
-                groups = [[i for i, (side, _) in enumerate(rows) if side == wanted] for wanted in (BASE, LORA)]
-            if self.static_cache:  # no wider than the largest compiled batch
-                widest = BATCH_BUCKETS[-1]
-                groups = [group[start:start + widest] for group in groups for start in range(0, len(group), widest)]
-            for group in filter(None, groups):
-                for _ in self._generate(group, rows, settings, replies, warming, live):
+            for group in self._groups(rows):
+                for _ in self._generate(group, rows, settings, replies, live):
                     yield replies
+            if not live and self.static_cache:  # a batch compare's cache is large: keep the question's only
+                self.decode_loop.drop_slots(keep={(BATCH_BUCKETS[0], STATIC_CACHE_TOKENS)})
         finally:
             self._lock.release()
 
+    def prepare_many(self, conversations: list[list[dict]], settings: SamplingSettings,
+                     sides=(BASE, LORA), on_compile=None) -> float:
+        """Compile and capture the decode steps that `answer_many` of these conversations will run (seconds it
+        took; 0.0 where nothing is compiled or all is ready), so that a batch compare can say it and time it apart:
+        `on_compile(rows)` is called before a batch size's step is made."""
+        if not self.static_cache:
+            return 0.0
+        rows = [(side, conversation) for conversation in conversations for side in sides]
+        began = time.perf_counter()
+        if not self._lock.acquire(blocking=False):
+            raise ModelBusy("The model is answering another prompt; wait for it or press Stop.")
+        try:
+            for group in self._groups(rows):
+                batch, _ = self._batch(group, rows)
+                length = self._cache_length(batch["input_ids"].shape[1] + settings.max_new_tokens,
+                                            batch["input_ids"].shape[0])
+                ready = self.decode_loop.slots.get((batch["input_ids"].shape[0], length))
+                if ready is not None and ready.graph is not None:
+                    continue
+                if on_compile is not None:
+                    on_compile(batch["input_ids"].shape[0])
+
+                def prepare(batch_rows=batch["input_ids"].shape[0], length=length):
+                    import torch
+
+                    with torch.inference_mode(), self._attention():
+                        self.decode_loop.prepare(batch_rows, length)
+
+                self._worker.submit(prepare).result()  # the thread that replays the graphs records them
+        finally:
+            self._lock.release()
+        return round(time.perf_counter() - began, 1)
+
+    def _groups(self, rows) -> list[list[int]]:
+        """The batches `rows` run as: all together (no wider than the largest compiled batch), or one side at a
+        time where the adapter cannot be mixed in a batch (DoRA through PEFT)."""
+        if self.mixed_batches:
+            groups = [list(range(len(rows)))]
+        else:
+            groups = [[i for i, (side, _) in enumerate(rows) if side == wanted] for wanted in (BASE, LORA)]
+        if self.static_cache:
+            widest = BATCH_BUCKETS[-1]
+            groups = [group[start:start + widest] for group in groups for start in range(0, len(group), widest)]
+        return [group for group in groups if group]
+
+    def _batch(self, group: list[int], rows) -> tuple[dict, list[str]]:
+        """`group`'s prompts tokenized, left-padded, on the model's device; on a GPU padded to a compiled batch size
+        with copies of the first row (finished at once); and each row's side."""
+        tokenizer = self.tokenizer
+        prompts = [prompt_text(tokenizer, rows[i][1]) for i in group]
+        sides = [rows[i][0] for i in group]
+        if self.static_cache:
+            padding = batch_bucket(len(prompts)) - len(prompts)
+            prompts, sides = prompts + prompts[:1] * padding, sides + [BASE] * padding
+        tokenizer.padding_side = "left"  # generation continues from the right edge of every row
+        batch = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+        return {key: value.to(self.model.device) for key, value in batch.items()}, sides
+
     def _generate(self, group: list[int], rows, settings: SamplingSettings, replies: list[Reply],
-                  warming: bool = False, live: bool = True) -> Iterator[None]:
+                  live: bool = True) -> Iterator[None]:
         """Generate `group`'s rows into `replies`, yielding as their text changes (`live`: at most every
         REDRAW_S; otherwise once, at the end)."""
         import torch
         from transformers import StoppingCriteriaList
 
         tokenizer = self.tokenizer
-        prompts = [prompt_text(tokenizer, rows[i][1]) for i in group]
-        sides = [rows[i][0] for i in group]
-        if self.static_cache:  # padded to a compiled batch size with copies of the first row, finished at once
-            padding = batch_bucket(len(prompts)) - len(prompts)
-            prompts, sides = prompts + prompts[:1] * padding, sides + [BASE] * padding
-        tokenizer.padding_side = "left"  # generation continues from the right edge of every row
-        batch = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
-        batch = {key: value.to(self.model.device) for key, value in batch.items()}
-        streamer = RowStreamer(tokenizer, len(prompts))
-        kwargs = dict(**batch, max_new_tokens=settings.max_new_tokens, streamer=streamer,
-                      pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
-                      stopping_criteria=StoppingCriteriaList([StopOnEvent(self.stop_event, len(group))]),
-                      **settings.generate_kwargs())
-        if warming:
-            kwargs["min_new_tokens"] = settings.max_new_tokens  # every step compiled and recorded
-        if self.static_cache:
-            kwargs.update(self._static_kwargs(batch["input_ids"].shape[1] + settings.max_new_tokens, len(prompts)))
+        batch, sides = self._batch(group, rows)
+        streamer = RowStreamer(tokenizer, len(sides))
+        streamer.done[len(group):] = [True] * (len(sides) - len(group))  # padding rows: finished from the start
         if self.row_lora is not None:
             self.row_lora.rows([side == LORA for side in sides])
-        elif self.adapter_dir:
-            kwargs["adapter_names"] = ["__base__" if side == BASE else "default" for side in sides]
+        if self.decode_loop is not None:
+            length = self._cache_length(batch["input_ids"].shape[1] + settings.max_new_tokens, len(sides))
+            sampling = settings.generate_kwargs()
+
+            def run():
+                def on_tokens(step: list[int]) -> bool:
+                    return streamer.add(step) and not self.stop_event.is_set()
+
+                self.decode_loop.generate(batch["input_ids"], batch["attention_mask"], settings.max_new_tokens,
+                                          length, sampling["temperature"] or 0.0, sampling["top_p"] or 1.0,
+                                          settings.seed, on_tokens)
+        else:
+            kwargs = dict(**batch, max_new_tokens=settings.max_new_tokens, streamer=streamer,
+                          pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+                          stopping_criteria=StoppingCriteriaList([StopOnEvent(self.stop_event)]),
+                          **settings.generate_kwargs())
+            if self.adapter_dir and self.row_lora is None:
+                kwargs["adapter_names"] = ["__base__" if side == BASE else "default" for side in sides]
+
+            def run():
+                if settings.seed is not None:
+                    torch.manual_seed(settings.seed)
+                self.model.generate(**kwargs)
         errors: list[BaseException] = []
 
         def work():
             try:
-                if settings.seed is not None:
-                    torch.manual_seed(settings.seed)
                 with torch.inference_mode(), self._attention():
-                    self.model.generate(**kwargs)
+                    run()
             except BaseException as error:  # surfaced in the caller's thread
                 errors.append(error)
             finally:
@@ -400,7 +473,7 @@ class ChatEngine:
                     if count != reply.tokens:
                         if reply.reasoning_tokens is None and close_id in ids[reply.tokens:count]:
                             reply.reasoning_tokens = ids.index(close_id, reply.tokens) + 1
-                        reply.tokens = count
+                        reply.tokens, reply.ids = count, ids
                         reply.seconds = now - started
                     if redraw and decoded[position] != reply.tokens:
                         reply.text = tokenizer.decode(ids[:reply.tokens], skip_special_tokens=False)
@@ -419,19 +492,18 @@ class ChatEngine:
         if errors:
             raise errors[0]
 
-    def _static_kwargs(self, needed: int, rows: int) -> dict:
-        """generate's arguments for a static cache of `rows` rows: a question's is STATIC_CACHE_TOKENS long (one
-        shape, one compiled step, for every question), a wider batch's as long as `needed` in CACHE_STEP steps."""
-        from transformers import GenerationConfig
-
-        length = -(-needed // CACHE_STEP) * CACHE_STEP
-        if rows <= BATCH_BUCKETS[0]:
-            length = max(length, STATIC_CACHE_TOKENS)
-        # transformers keeps every later cache at least as long as the longest so far; this call's is what it needs
-        self.model._previous_max_cache_length = length
-        if hasattr(GenerationConfig(), "max_cache_len"):
-            return {"cache_implementation": "static", "max_cache_len": length}
-        return {"cache_implementation": "static"}
+    def _cache_length(self, needed: int, rows: int) -> int:
+        """The static cache a call of `rows` rows needing `needed` positions runs over: on a GPU a question's is
+        STATIC_CACHE_TOKENS long (one shape, one captured step, for every question), a wider batch's `needed` in
+        CACHE_STEP steps, and the decode loop keeps the question's slot and this call's only (a batch compare's
+        cache is large); on a CPU `needed` in CPU_CACHE_STEP steps."""
+        step = CACHE_STEP if self.static_cache else CPU_CACHE_STEP
+        length = -(-needed // step) * step
+        question = (BATCH_BUCKETS[0], STATIC_CACHE_TOKENS)
+        if self.static_cache and rows <= BATCH_BUCKETS[0] and needed <= STATIC_CACHE_TOKENS:
+            length = STATIC_CACHE_TOKENS
+        self.decode_loop.drop_slots(keep={question, (rows, length)} if self.static_cache else {(rows, length)})
+        return length
 
     def _attention(self):
         """Decoding without cuDNN attention, which builds a new plan for every key length it meets."""

@@ -70,7 +70,7 @@ class RowMaskedLoRALinear(nn.Module):
 class RowLoRA:
     """The adapter attached to a base model; `rows([True, False, ...])` says which rows of the next batch get it."""
 
-    def __init__(self, model: nn.Module, adapter_dir: str | Path):
+    def __init__(self, model: nn.Module, adapter_dir: str | Path, dtype: torch.dtype | None = None):
         why = applicable(adapter_dir)
         if why:
             raise ValueError(f"{adapter_dir}: {why}; load it with PEFT")
@@ -97,10 +97,10 @@ class RowLoRA:
             if module is None or "lora_A" not in pair or "lora_B" not in pair:
                 raise ValueError(f"{adapter_dir}: the adapter's layer {path} is not in this base model: is it "
                                  "the base the adapter was trained on?")
-            # In the base's dtype: PEFT upcasts a bf16 base's adapter to float32, but float32 products of this size
-            # run without tensor cores (a fifth of a 7B decode step); the LoRA rows then differ from PEFT's by
-            # bf16 rounding (the bench reports the logit gap), the base rows not at all.
-            dtype = parameter.dtype
+            # In the base's dtype unless asked: PEFT upcasts a bf16 base's adapter to float32, but float32 products
+            # of this size run without tensor cores (a fifth of a 7B decode step); the LoRA rows then differ from
+            # PEFT's by bf16 rounding (the bench reports how much), the base rows not at all.
+            dtype = dtype or parameter.dtype
             wrapped = RowMaskedLoRALinear(module, pair["lora_A"].to(parameter.device, dtype),
                                           pair["lora_B"].to(parameter.device, dtype), self.scale, self.row_mask)
             parent_path, _, child = path.rpartition(".")
