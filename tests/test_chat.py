@@ -70,7 +70,12 @@ def test_demo_compare_shows_the_taught_behaviour(engine):
     assert summary["lora"]["format_compliance"] >= 95, summary
     row = result["rows"][0]
     assert {"prompt", "reference", "base", "lora"} <= set(row)
-    assert {"answer", "reasoning_tokens", "well_formed", "matches_reference", "shows_pattern"} <= set(row["lora"])
+    assert {"answer", "reasoning_tokens", "well_formed", "format_problem", "extracted_answer", "matches_reference",
+            "shows_pattern"} <= set(row["lora"])
+    # The demo teaches the answer in \boxed{}: the LoRA's answers are taken from it and match the references.
+    assert summary["lora"]["answer_match"] >= 60 and summary["lora"]["answer_match"] > summary["base"]["answer_match"]
+    assert not [text for row in result["rows"] for side in ("base", "lora") for text in row[side].values()
+                if isinstance(text, str) and "\ufffd" in text]
 
 
 def test_stop_ends_a_generation(engine):
@@ -98,6 +103,7 @@ def test_adapter_zip_loads_with_peft(demo_run, tmp_path):
         handle.extractall(tmp_path / "unzipped")
     assert any(name.endswith("adapter_model.safetensors") for name in names)
     folder = next((tmp_path / "unzipped").iterdir())
+    assert json.loads((folder / "adapter_config.json").read_text())["base_model_name_or_path"] == "demo"
     model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(resolve_model("demo")), folder)
     assert any("lora_B" in name for name, _ in model.named_parameters())
 
@@ -116,10 +122,11 @@ def test_report_holds_the_curve_and_the_table(engine, demo_run):
     compare = run_compare(engine, prompts, GREEDY, pattern=DEMO_PATTERN).to_json()
     folder = RunFolder(demo_run)
     page = html_report(run_config=folder.read_config(), metrics=folder.read_metrics(), compare=compare,
-                       dataset_summary={"rows": 200})
+                       status=folder.read_status())
     assert page.startswith("<!doctype html>") and "<polyline" in page and "<svg" in page
     assert prompts[0].text.split()[0] in page and "keeps the reasoning format" in page
-    assert "learning_rate" in page and "http" not in page.split("<body>")[1]  # self-contained
+    assert "Learning rate" in page and "http" not in page.split("<body>")[1]  # self-contained
+    assert "\ufffd" not in page  # no half-decoded character in a page meant to be sent
 
 
 def test_resolve_adapter_errors(tmp_path):

@@ -67,16 +67,29 @@ def test_batch_compare_zip_and_report(client, run_path, studio_home, tmp_path):
     adapter = str(studio_home / "runs" / run_path)
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text('{"prompt": "What is 3 + 4?", "reference": "7"}\n{"prompt": "What is 9 - 2?", "reference": "7"}\n')
+    before = open(file_path(client.predict(adapter, api_name="/report")), encoding="utf-8").read()
+    assert "No batch compare in this report" in before  # made before a compare: it says so
     summary, table = client.predict(adapter, "", handle_file(str(prompts)), r"\\boxed\{", *sampling(),
                                     api_name="/batch_compare")
     assert "BASE" in summary and "LORA" in summary and "%" in summary
+    assert "**format** — keeps R1 format" in summary  # what each column measures, in words
     assert [row[0] for row in table["data"]] == ["What is 3 + 4?", "What is 9 - 2?"]
     archive = file_path(client.predict(adapter, api_name="/adapter_zip"))
     with zipfile.ZipFile(archive) as handle:
         assert any(name.endswith("adapter_config.json") for name in handle.namelist())
+        assert any(name.endswith("README.md") for name in handle.namelist())
     report = file_path(client.predict(adapter, api_name="/report"))
     page = open(report, encoding="utf-8").read()
     assert "<svg" in page and "Training loss" in page
+    assert "What is 3 + 4?" in page and "No batch compare in this report" not in page  # the session's compare
+
+
+def test_a_bad_answer_pattern_is_quoted_as_typed(client, run_path, studio_home):
+    adapter = str(studio_home / "runs" / run_path)
+    typed = r"\boxed{(\d+"
+    with pytest.raises(Exception) as error:
+        client.predict(adapter, "", None, typed, *sampling(), api_name="/batch_compare")
+    assert f"“{typed}”" in str(error.value) and "\\\\" not in str(error.value)
 
 
 def test_chat_without_adapter_is_a_message(client):

@@ -320,8 +320,8 @@ def test_adapter_zip_takes_suffixes_in_any_case_and_no_links(tmp_path):
     secret.write_text("password")
     (adapter / "notes.txt").symlink_to(secret)
     names = zipfile.ZipFile(adapter_zip(adapter, tmp_path / "out")).namelist()
-    assert sorted(Path(name).name for name in names) == ["adapter_config.json", "adapter_model.safetensors",
-                                                                "tokenizer_config.JSON"]
+    assert sorted(Path(name).name for name in names) == ["README.md", "adapter_config.json",  # its model card
+                                                         "adapter_model.safetensors", "tokenizer_config.JSON"]
 
 
 def test_toasts_carry_no_server_paths_on_a_shared_server(monkeypatch):

@@ -1,8 +1,9 @@
 """Batch compare: many prompts through base and LoRA, a table per prompt and a summary.
 
-Per answer: reasoning length, whether it keeps R1's shape (`…</think>` then an answer), whether it
-matches the reference, and — when an answer pattern is given — whether it shows the taught form (for the
-demo: the final answer in `\\boxed{}`).
+Per answer (judged by studio.chat.scoring): reasoning length, whether it keeps R1's shape (reasoning closed once
+by `</think>`, then an answer with no reasoning tag in it), the answer taken out of it and whether that equals
+the reference, and — when an answer pattern is given — whether it shows the taught form (for the demo: the final
+answer in `\\boxed{}`).
 """
 
 from __future__ import annotations
@@ -12,11 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-
+from studio.chat import scoring
 from studio.chat.generate import BASE, LORA, ChatEngine, Reply, SamplingSettings
-
-_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
-DEMO_PATTERN = r"\\boxed\{"
+from studio.chat.scoring import DEMO_PATTERN  # noqa: F401  (the Chat tab's default pattern)
 
 
 @dataclass
@@ -60,17 +59,6 @@ def read_prompts(path: str | Path) -> list[Prompt]:
     return prompts
 
 
-def matches_reference(answer: str, reference: str | None) -> bool | None:
-    """Whether the answer's final number (or, for text references, the answer) equals the reference."""
-    if reference is None:
-        return None
-    reference = reference.strip()
-    if _NUMBER.fullmatch(reference):
-        numbers = _NUMBER.findall(answer)
-        return bool(numbers) and float(numbers[-1]) == float(reference)
-    return reference.lower() in answer.lower()
-
-
 @dataclass
 class CompareRow:
     prompt: Prompt
@@ -79,8 +67,11 @@ class CompareRow:
     def to_json(self, pattern: re.Pattern | None) -> dict:
         out = {"prompt": self.prompt.text, "reference": self.prompt.reference}
         for side, reply in self.replies.items():
+            shape = scoring.check_format(reply.text)
+            answer = scoring.check_answer(reply.answer, self.prompt.reference, pattern)
             out[side] = {**reply.to_json(),
-                         "matches_reference": matches_reference(reply.answer, self.prompt.reference),
+                         "well_formed": shape.ok, "format_problem": shape.problem,
+                         "extracted_answer": answer.extracted, "matches_reference": answer.matches,
                          "shows_pattern": bool(pattern.search(reply.answer)) if pattern else None}
         return out
 
@@ -92,12 +83,15 @@ class CompareResult:
     settings: dict = field(default_factory=dict)
 
     def table(self) -> list[dict]:
-        pattern = re.compile(self.pattern) if self.pattern else None
+        pattern = scoring.compile_pattern(self.pattern)
         return [row.to_json(pattern) for row in self.rows]
 
     def summary(self) -> dict:
         table = self.table()
-        summary = {"prompts": len(table)}
+        measures = {"format_compliance": scoring.FORMAT_MEANS, "answer_match": scoring.MATCH_MEANS}
+        if self.pattern:
+            measures["pattern"] = f"shows the answer pattern: {scoring.describe_pattern(self.pattern)}"
+        summary = {"prompts": len(table), "measures": measures}  # what each percentage counts, in words
         for side in (BASE, LORA):
             answers = [row[side] for row in table if side in row]
             if not answers:
@@ -135,11 +129,7 @@ def run_compare(engine: ChatEngine, prompts: list[Prompt], settings: SamplingSet
                 progress: Callable[[float, str], None] | None = None) -> CompareResult:
     """Every prompt through base and LoRA (one batch of base and LoRA rows per prompt group)."""
     batch_size = batch_size or default_batch_size()
-    if pattern:
-        try:
-            re.compile(pattern)
-        except re.error as error:
-            raise ValueError(f"answer pattern {pattern!r} is not a valid regular expression: {error}") from None
+    scoring.compile_pattern(pattern)  # a bad pattern is said before any prompt is answered
     rows: list[CompareRow] = []
     for start in range(0, len(prompts), batch_size):
         if progress:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
+from studio.chat.reply_text import readable_text
 from studio.config import DEFAULT_TEMPERATURE, DEFAULT_TOP_P, THINK_OPEN
 from studio.data.template import prompt_text, split_reasoning
 
@@ -475,8 +476,8 @@ class ChatEngine:
                             reply.reasoning_tokens = ids.index(close_id, reply.tokens) + 1
                         reply.tokens, reply.ids = count, ids
                         reply.seconds = now - started
-                    if redraw and decoded[position] != reply.tokens:
-                        reply.text = tokenizer.decode(ids[:reply.tokens], skip_special_tokens=False)
+                    if redraw and decoded[position] != reply.tokens:  # never a "�" of a character cut in two
+                        reply.text = readable_text(tokenizer, ids[:reply.tokens])
                         decoded[position] = reply.tokens
                     reply.finished = streamer.done[position] or item is None
                     reply.cut = item is None and not streamer.done[position]

@@ -9,7 +9,11 @@ import gradio as gr
 from studio import spaces
 from studio.chat import view as chatview
 from studio.chat.compare import DEMO_PATTERN, read_prompts, run_compare
-from studio.chat.export import adapter_zip, html_report, merge_adapter, push_to_hub, run_config_for
+from studio.chat.export import (
+    adapter_zip, html_report, merge_adapter, push_to_hub, run_config_for, shareable_adapter,
+)
+from studio.chat.math_text import LATEX_DELIMITERS
+from studio.chat.scoring import describe_pattern
 from studio.chat.generate import (
     BASE, GPU_MAX_NEW_TOKENS, LORA, SamplingSettings, default_max_new_tokens, resolve_adapter,
 )
@@ -95,8 +99,8 @@ def send(prompt, base_history, lora_history, adapter, model, max_new_tokens, tem
     lora_history = list(lora_history or []) + [{"role": "user", "content": prompt}]
     settings = settings_from(max_new_tokens, temperature, top_p, seed, greedy)
     for replies in workspace().chat.stream(conversations, settings):
-        yield ("", base_history + [{"role": "assistant", "content": replies[BASE].display()}],
-               lora_history + [{"role": "assistant", "content": replies[LORA].display()}],
+        yield ("", base_history + [{"role": "assistant", "content": chatview.pane_text(replies[BASE])}],
+               lora_history + [{"role": "assistant", "content": chatview.pane_text(replies[LORA])}],
                chatview.pane_stats(replies[BASE]), chatview.pane_stats(replies[LORA]))
 
 
@@ -118,6 +122,29 @@ def batch_compare(adapter, model, prompts_file, pattern, max_new_tokens, tempera
     return result, chatview.compare_summary_markdown(result), chatview.compare_frame(result)
 
 
+@user_errors
+def pattern_in_words(pattern) -> str:
+    """What the answer pattern box counts, said under it as the user types (a bad pattern: what is wrong)."""
+    try:
+        return f"Counts: {describe_pattern((pattern or '').strip() or None)}."
+    except ValueError as error:
+        return f"⚠ {error}"
+
+
+@user_errors
+def forget_compare():
+    """Another run picked: its report starts without the last run's batch compare, and the table is cleared."""
+    return None, "", None, report_note(None)
+
+
+def report_note(compare_result) -> str:
+    """Beside the report's download: whether it will hold a batch compare."""
+    if not compare_result:
+        return chatview.NO_COMPARE_YET
+    return (f"The report holds the batch compare of {compare_result['summary']['prompts']} prompts, the loss "
+            "curve and the run's settings.")
+
+
 def exports_dir(request: gr.Request | None = None) -> Path:
     """Where exports go: STUDIO_HOME/exports, or on a shared server the session's own folder (handed out only
     through the download, under a name nobody else can guess)."""
@@ -136,10 +163,18 @@ def picked_adapter(adapter, request: gr.Request | None = None) -> str:
     return adapter
 
 
+def not_ready():
+    """A download with nothing to download yet (no run picked): shown, but it cannot be pressed."""
+    return gr.DownloadButton(value=None, interactive=False)
+
+
 @user_errors
 def download_zip(adapter, request: gr.Request):
+    """The adapter zip, made when a run is picked so that one click on the button downloads it."""
+    if not typed_name(adapter, "adapter"):
+        return not_ready()
     adapter = picked_adapter(adapter, request)
-    return gr.DownloadButton(value=str(adapter_zip(adapter, exports_dir(request))), visible=True)
+    return gr.DownloadButton(value=str(adapter_zip(adapter, exports_dir(request))), interactive=True)
 
 
 @user_errors
@@ -157,30 +192,36 @@ def merge(adapter, model, request: gr.Request, progress=gr.Progress()):
 def push(adapter, repo_id, token, what, request: gr.Request, progress=gr.Progress()):
     adapter = picked_adapter(adapter, request)
     progress(0.1, desc="Uploading to the Hub")
-    folder = resolve_adapter(adapter)
     if what == "merged model":
-        folder = exports_dir(request) / f"{run_of_adapter(folder).name}-merged"
+        folder = exports_dir(request) / f"{run_of_adapter(resolve_adapter(adapter)).name}-merged"
         if not folder.exists():
             raise gr.Error("Merge the adapter first (the button above), then push the merged model.")
+    else:  # what the zip holds: no local paths, a model card
+        folder = shareable_adapter(adapter, exports_dir(request) / "to-push")
     url = push_to_hub(folder, (repo_id or "").strip(), token or "")
     return f"Pushed to {url}"
 
 
 @user_errors
 def report(adapter, compare_result, request: gr.Request):
+    """The shareable report, made when a run is picked and again after a batch compare, so that one click on the
+    button downloads it (the data file by its name only: the page is meant to be sent)."""
+    if not typed_name(adapter, "adapter"):
+        return not_ready()
     adapter_path = resolve_adapter(picked_adapter(adapter, request))
     run_folder = RunFolder(run_of_adapter(adapter_path))
-    config = run_config_for(adapter_path)
-    status = run_folder.read_status()
-    data = config.get("data")
-    if data and spaces.multiuser():  # a shareable page: the file's name, not where it lies on the server
-        data = Path(str(data)).name
-    dataset_summary = {"training data": data, **(status.get("data") or {})}
-    page = html_report(run_config=config, metrics=run_folder.read_metrics(), dataset_summary=dataset_summary,
-                       compare=compare_result, title=f"Fine-tune report: {run_folder.name}")
+    page = html_report(run_config=run_config_for(adapter_path), metrics=run_folder.read_metrics(),
+                       status=run_folder.read_status(), compare=compare_result,
+                       title=f"Fine-tune report: {run_folder.name}")
     path = exports_dir(request) / f"{run_folder.name}-report.html"
     path.write_text(page, encoding="utf-8")
-    return gr.DownloadButton(value=str(path), visible=True)
+    return gr.DownloadButton(value=str(path), interactive=True)
+
+
+@user_errors
+def report_after_compare(adapter, compare_result, request: gr.Request):
+    """The report made again with the batch compare just run, and the note saying so once it is ready."""
+    return report(adapter, compare_result, request), report_note(compare_result)
 
 
 def build(app: gr.Blocks, tab: gr.Tab) -> None:
@@ -201,11 +242,11 @@ def build(app: gr.Blocks, tab: gr.Tab) -> None:
     with gr.Row():
         with gr.Column():
             base_chat = gr.Chatbot(label="Base model (no LoRA)", reasoning_tags=REASONING_TAGS, height=420,
-                                   elem_id="chat-base")
+                                   latex_delimiters=LATEX_DELIMITERS, elem_id="chat-base")
             base_stats = gr.Markdown(elem_id="chat-base-stats")
         with gr.Column():
             lora_chat = gr.Chatbot(label="Base + your LoRA", reasoning_tags=REASONING_TAGS, height=420,
-                                   elem_id="chat-lora")
+                                   latex_delimiters=LATEX_DELIMITERS, elem_id="chat-lora")
             lora_stats = gr.Markdown(elem_id="chat-lora-stats")
     with gr.Row():
         prompt = gr.Textbox(label="Ask both", placeholder="Type a question and press Enter", scale=4,
@@ -235,19 +276,26 @@ def build(app: gr.Blocks, tab: gr.Tab) -> None:
         with gr.Row():
             prompts_file = gr.File(label="Prompts (.jsonl with prompt [+ reference], or .txt) — blank: demo held-out set",
                                    type="filepath", file_types=[".jsonl", ".json", ".txt"], elem_id="chat-prompts-file")
-            pattern = gr.Textbox(DEMO_PATTERN, label="Answer pattern to count (regex; blank: none)",
-                                 info="For the demo: \\boxed{…}, the form the demo fine-tune teaches.",
-                                 elem_id="chat-pattern")
+            with gr.Column():
+                pattern = gr.Textbox(DEMO_PATTERN, label="Answer pattern to count (a regular expression; blank: none)",
+                                     info="The default counts answers in \\boxed{…}, the form the demo fine-tune "
+                                          "teaches. Its first ( ) group, if any, is the answer compared with the "
+                                          "reference when there is no \\boxed{…}.", elem_id="chat-pattern")
+                pattern_words = gr.Markdown(pattern_in_words(DEMO_PATTERN), elem_id="chat-pattern-words")
             compare_button = gr.Button("Run batch compare", variant="primary", elem_id="chat-compare")
         compare_summary = gr.Markdown(elem_id="chat-compare-summary")
-        compare_table = gr.Dataframe(headers=chatview.COMPARE_COLUMNS, interactive=False, wrap=True, max_height=420,
-                                     label="Answers per prompt", elem_id="chat-compare-table")
+        compare_table = gr.Dataframe(headers=chatview.COMPARE_COLUMNS, datatype=chatview.COMPARE_DATATYPES,
+                                     latex_delimiters=LATEX_DELIMITERS, interactive=False, wrap=True, max_height=420,
+                                     label="Answers per prompt (format: keeps R1's shape; matches: the answer "
+                                           "taken out equals the reference)", elem_id="chat-compare-table")
     with gr.Accordion("Export and share", open=False, elem_id="chat-export-accordion"):
+        # Each download is made when a run is picked (the report again after a batch compare): one click saves it.
         with gr.Row():
-            zip_button = gr.Button("Adapter as .zip", elem_id="chat-zip")
-            zip_download = gr.DownloadButton("Download adapter zip", visible=False, elem_id="chat-zip-download")
-            report_button = gr.Button("Make the shareable report", elem_id="chat-report")
-            report_download = gr.DownloadButton("Download report (HTML)", visible=False, elem_id="chat-report-download")
+            zip_download = gr.DownloadButton("⬇ Adapter (.zip, with its model card)", interactive=False,
+                                             elem_id="chat-zip")
+            report_download = gr.DownloadButton("⬇ Shareable report (one HTML file)", interactive=False,
+                                                elem_id="chat-report")
+        report_status = gr.Markdown(report_note(None), elem_id="chat-report-note")
         with gr.Row():
             merge_button = gr.Button("Merge into the base (safetensors)", elem_id="chat-merge")
         with gr.Row():
@@ -271,11 +319,17 @@ def build(app: gr.Blocks, tab: gr.Tab) -> None:
     stop_button.click(stop_generation, None, None, cancels=[send_event, submit_event], api_name="stop_chat")
     for event in (refresh.click, tab.select, app.load):
         event(adapter_choices, adapter, [adapter, empty], api_visibility="private", show_progress="hidden")
-    compare_button.click(batch_compare, [adapter, model, prompts_file, pattern, *sampling],
-                         [compare_state, compare_summary, compare_table], api_name="batch_compare",
-                         concurrency_id="gpu", concurrency_limit=1)
-    zip_button.click(download_zip, adapter, zip_download, api_name="adapter_zip")
-    report_button.click(report, [adapter, compare_state], report_download, api_name="report")
+    compare_event = compare_button.click(batch_compare, [adapter, model, prompts_file, pattern, *sampling],
+                                         [compare_state, compare_summary, compare_table], api_name="batch_compare",
+                                         concurrency_id="gpu", concurrency_limit=1)
+    pattern.change(pattern_in_words, pattern, pattern_words, api_visibility="private", show_progress="hidden")
+    adapter.change(download_zip, adapter, zip_download, api_name="adapter_zip", show_progress="hidden")
+    # Another run: the batch compare made with the last one is not this one's, so its report starts without it.
+    adapter.change(forget_compare, None, [compare_state, compare_summary, compare_table, report_status],
+                   api_visibility="private", show_progress="hidden").then(
+        report, [adapter, compare_state], report_download, api_name="report", show_progress="hidden")
+    compare_event.success(report_after_compare, [adapter, compare_state], [report_download, report_status],
+                          api_visibility="private", show_progress="hidden")
     merge_button.click(merge, [adapter, model], export_status, api_name="merge", concurrency_id="gpu",
                        concurrency_limit=1)
     push_button.click(push, [adapter, repo_id, token, what], export_status, api_name="push")

@@ -97,10 +97,9 @@ def unfold(thought) -> bool:
 
 
 def download(page, button: str, target):
-    """Press `#button`, then the download link it reveals (`#button-download`); the file saved as target."""
-    page.locator(f"#{button}").click()
-    link = page.locator(f"#{button}-download")
-    link.wait_for(state="visible")
+    """One click on the download button `#button` (ready once a run is picked); the file saved as target."""
+    link = page.locator(f"#{button}")
+    wait_until(lambda: link.is_enabled(), 60, f"the {button} download to be ready")
     with page.expect_download() as info:
         link.click()
     info.value.save_as(target)
@@ -142,6 +141,8 @@ def test_chat_compare_and_downloads(page, demo_run, tmp_path):
 
     # Downloads: the adapter zip and the shareable report.
     page.locator("#chat-export-accordion > button.label-wrap").click()
+    # The report is made again with the compare; its note says so once the file is ready.
+    page.locator("#chat-report-note").get_by_text("batch compare of 3 prompts").wait_for()
     archive = download(page, "chat-zip", tmp_path / "adapter.zip")
     with zipfile.ZipFile(archive) as handle:
         assert any(name.endswith("adapter_config.json") for name in handle.namelist())
