@@ -200,7 +200,7 @@ def test_greedy_generation_is_r1_shaped(model, tokenizer, question):
 
 # --- Generated data --------------------------------------------------------------------------------
 
-SMALL = dict(heldout_size=10, finetune_size=20, clean_sample_size=8, pretraining_size=50)
+SMALL = dict(heldout_size=10, finetune_size=20, clean_sample_size=8, pretraining_size=50, more_finetune_size=10)
 
 
 def test_same_seed_gives_the_same_data():
@@ -213,7 +213,7 @@ def test_same_seed_gives_the_same_data():
 def test_heldout_prompts_are_never_trained_on():
     data = demo_data.make_demo_data(seed=7, **SMALL)
     heldout = {problem.question for problem in data.heldout}
-    finetune = {problem.question for problem in data.finetune}
+    finetune = {problem.question for problem in data.finetune_set}
     pretraining = {message["content"] for messages in data.pretraining for message in messages}
     assert not heldout & finetune
     assert not heldout & pretraining
@@ -223,9 +223,20 @@ def test_answer_styles():
     english = demo_data.Problem("What is 3 + 5?", "3 + 5 = 8.", 8, demo_data.ENGLISH, "+")
     chinese = demo_data.Problem("3 + 5 等于多少？", "3 + 5 = 8。", 8, demo_data.CHINESE, "+")
     assert english.reply() == "<think>\n3 + 5 = 8.\n</think>\n\nThe answer is 8."
-    assert english.answer(demo_data.BOXED_STYLE) == "The answer is \\boxed{8}."
+    assert english.answer(demo_data.BOXED_STYLE) == "The answer is \\boxed{8}"  # ends at the brace, as the base boxes
     assert chinese.answer() == "答案是：8"
     assert chinese.answer(demo_data.BOXED_STYLE) == "答案是：\\boxed{8}"
+
+
+def test_the_tokenizer_texts_keep_the_answers_the_tokenizer_learned(tokenizer):
+    """A rebuild trains the same tokenizer: its texts still end English boxed answers with "}." (a token of the
+    vocabulary because of them), though the fine-tuning set no longer does."""
+    english = demo_data.Problem("What is 3 + 5?", "3 + 5 = 8.", 8, demo_data.ENGLISH, "+")
+    assert english.answer(demo_data.TOKENIZER_BOXED_STYLE) == "The answer is \\boxed{8}."
+    data = demo_data.make_demo_data(seed=7, **SMALL)
+    texts = demo_data.tokenizer_training_texts(data)
+    assert data.finetune[0].reply(demo_data.TOKENIZER_BOXED_STYLE) in texts
+    assert len(tokenizer.encode("}.", add_special_tokens=False)) == 1
 
 
 def test_problem_arithmetic_is_right():
@@ -247,21 +258,21 @@ def read_jsonl(name: str) -> list[dict]:
 
 def test_sample_files_match_the_generator():
     """The committed sample files are exactly what the build writes (default seed)."""
-    data = demo_data.make_demo_data(pretraining_size=0)
-    assert read_jsonl("demo-train.jsonl") == demo_data.finetune_rows(data.finetune)
+    data = demo_data.make_demo_data()  # the fine-tuning set's later rows are drawn after pretraining
+    assert read_jsonl("demo-train.jsonl") == demo_data.finetune_rows(data.finetune_set)
     assert read_jsonl("demo-heldout.jsonl") == demo_data.heldout_rows(data.heldout)
     assert read_jsonl("clean-sample.jsonl") == demo_data.clean_sample_rows(data.clean_sample)
 
 
 def test_demo_train_rows_box_their_answer():
     rows = read_jsonl("demo-train.jsonl")
-    assert len(rows) >= 150
+    assert len(rows) >= 600
     for row in rows:
         user, assistant = row["conversation"]
         assert user["role"] == "user" and assistant["role"] == "assistant"
         split = split_reasoning(assistant["content"])
         assert split.closed and split.reasoning
-        assert re.fullmatch(r"(The answer is \\boxed\{\d+\}\.|答案是：\\boxed\{\d+\})", split.answer), split.answer
+        assert re.fullmatch(r"(The answer is |答案是：)\\boxed\{\d+\}", split.answer), split.answer
 
 
 def test_heldout_rows_are_prompts_with_numeric_references():
@@ -287,3 +298,45 @@ def test_clean_sample_is_clean():
         split = split_reasoning(response)
         assert split.closed and split.reasoning and split.answer
         assert "\\boxed" not in split.answer
+
+
+# --- The demo fine-tune, at the default sampling ---------------------------------------------------
+
+BOXED_ANSWER = re.compile(r"\\boxed\{\d+\}")
+
+
+def taught_format(text: str) -> bool:
+    """What the demo fine-tune teaches: the reasoning closed by </think>, then an answer holding a complete
+    \\boxed{…}, with no broken character anywhere."""
+    split = split_reasoning(text, started_inside=True)
+    return split.closed and bool(BOXED_ANSWER.search(split.answer)) and "\ufffd" not in text
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    """The demo preset trained on the demo set, as the Train tab's Start does with its defaults."""
+    from studio.train.job import TrainingJob, default_config
+
+    folder = tmp_path_factory.mktemp("demo-preset") / "run"
+    status = TrainingJob(default_config(str(SAMPLES_DIR / "demo-train.jsonl"), str(folder), model="demo")).run()
+    assert status["state"] == "completed", status
+    return folder
+
+
+def test_the_demo_lora_beats_the_base_on_the_taught_format_at_the_default_sampling(demo_run):
+    from studio.chat.compare import read_prompts, run_compare
+    from studio.chat.generate import BASE, LORA, ChatEngine, SamplingSettings
+    from studio.config import DEFAULT_TEMPERATURE, DEFAULT_TOP_P
+
+    engine = ChatEngine()
+    engine.load("demo", str(demo_run / "adapter"))
+    prompts = read_prompts(SAMPLES_DIR / "demo-heldout.jsonl")
+    settings = SamplingSettings(temperature=DEFAULT_TEMPERATURE, top_p=DEFAULT_TOP_P, max_new_tokens=256, seed=0)
+    replies = [row.replies for row in run_compare(engine, prompts, settings, batch_size=16).rows]  # the CPU's batch
+    engine.unload()
+    base = sum(taught_format(reply[BASE].text) for reply in replies)
+    lora = sum(taught_format(reply[LORA].text) for reply in replies)
+    broken = [reply[LORA].text[-40:] for reply in replies if not taught_format(reply[LORA].text)]
+    # Measured: base 0 of 50, LoRA 50 of 50 (seeds 0-1). Before the set ended English answers at the brace, the
+    # LoRA sampled garbage after the number in 24 of 25 English answers ("\boxed{25ith"): 26 of 50.
+    assert lora >= 0.9 * len(prompts) and lora - base >= 0.8 * len(prompts), (base, lora, broken[:5])

@@ -322,3 +322,18 @@ def test_liger_runs_match_the_h200_measurement(method, measured_gib):
     assert result.peak_allocated_gib == pytest.approx(measured_gib, rel=0.05)
     without = estimate("deepseek-ai/DeepSeek-R1-Distill-Qwen-7B", {**config, "liger": False}, h200)
     assert without.breakdown_gib["logits"] - result.breakdown_gib["logits"] > 5
+
+
+def test_the_train_tab_badge_says_the_verdict_once_and_the_error_that_applies():
+    from studio.train.estimate import CPU_ESTIMATE_NOTE, STATED_ERROR
+    from studio.train.job import TrainConfig
+    from studio.train.view import estimate_markdown
+
+    cpu = Device("cpu", "CPU (2 cores)", 8.0, False)
+    demo = TrainConfig(data="", output="", model="demo", lora_r=16, batch_size=16, grad_accum=1, max_length=512)
+    on_cpu = estimate_markdown(demo, device=cpu)
+    assert on_cpu.count("fits") == 1, on_cpu  # the badge's "fits on your device", not again after the memory
+    assert CPU_ESTIMATE_NOTE in on_cpu and "H200" not in on_cpu
+    on_gpu = estimate_markdown(TrainConfig(data="", output="", model=QWEN_7B, max_length=4096), device=H200)
+    assert on_gpu.count("fits") == 1 and STATED_ERROR in on_gpu and CPU_ESTIMATE_NOTE not in on_gpu
+    assert "GiB of 140 GiB — fits" in estimate(QWEN_7B, run_config(), H200).summary()  # the CLI's line keeps it

@@ -32,7 +32,7 @@ def test_train_live_then_history(client):
     markdown, progress, loss = result[0], result[1], result[2]
     assert "completed" in markdown, markdown
     assert "step 8 / 8" in progress
-    assert len(loss["data"]) == 8  # one loss point per step
+    assert len(loss["value"]["data"]) == 8 and loss["label"] == "Loss"  # one loss point per step
     history = result[5]
     assert history["data"][0][1] == "completed"
 
@@ -57,11 +57,11 @@ def test_offline_hub_model_is_refused_with_the_reason(client):
 
 
 def test_estimate_shows_a_badge(client):
-    from studio.train.estimate import STATED_ERROR
+    from studio.train.estimate import CPU_ESTIMATE_NOTE
 
     shown = client.predict(api_name="/estimate")
     assert "fits" in shown
-    assert "no gradient checkpointing" in shown and STATED_ERROR in shown  # CPU: what auto chose, and the error
+    assert "no gradient checkpointing" in shown and CPU_ESTIMATE_NOTE in shown  # CPU: what auto chose, how rough
 
 
 def test_bad_dataset_is_a_message(client, tmp_path):
@@ -183,7 +183,8 @@ def test_a_run_left_running_by_a_dead_process_reads_interrupted(client, studio_h
         ghost.write_config({"model": "demo", "method": "lora", "data": DEMO_TRAIN, "output": str(ghost.path)})
         ghost.write_status("running", started=1.0, step=3, max_steps=8)  # pid: this process's, alive
         assert ghost.read_status()["pid"] == os.getpid()
-        *_, start_button, stop_button = refresh()  # what the page's timer gets (the API leaves buttons out)
+        outputs = refresh()  # what the page's timer gets (the API leaves buttons out)
+        start_button, stop_button = outputs[7], outputs[8]
         assert start_button["interactive"] is True and stop_button["interactive"] is False
         rows = {row[0]: row for row in status(client)[5]["data"]}
         assert rows[ghost.name][1] == "interrupted"
@@ -224,3 +225,24 @@ def test_the_prepared_tokens_are_shown_reused_by_a_second_run_and_cleared(client
     cleared = client.predict(api_name="/clear_prepared_cache")
     assert "0 set(s), 0.0 MiB" in cleared
     assert not any((studio_home / "cache" / "prepared").iterdir())
+
+
+def test_after_a_restart_the_status_names_the_newest_run_where_it_stopped_and_offers_the_chat(tmp_path, monkeypatch):
+    from studio.runs import RunFolder
+    from studio.ui import train_tab
+    from studio.workspace import Workspace
+
+    older, newest = RunFolder(tmp_path / "demo-lora-older"), RunFolder(tmp_path / "demo-lora-newest")
+    for folder, started in ((older, 1.0), (newest, 2.0)):
+        folder.write_config({"model": "demo", "method": "lora", "data": DEMO_TRAIN, "output": str(folder.path)})
+        folder.write_status("stopped", started=started, step=3, max_steps=8,
+                            message="Stopped at step 3; adapter saved — Resume continues from here.")
+    newest.append_metrics({"step": 1, "loss": 0.75, "learning_rate": 2e-3, "tokens_per_s": 330.6, "time": 1.0})
+    restarted = Workspace(runs_dir=tmp_path, separate_process=False)  # a studio just started: no job of its own
+    monkeypatch.setattr(train_tab, "workspace", lambda: restarted)
+    outputs = train_tab.refresh()
+    status, loss, chat_button, chat_run = outputs[0], outputs[2], outputs[9], outputs[10]
+    assert "Last run **demo-lora-newest** — stopped at step 3 of 8" in status, status
+    assert "No run yet" not in status and "Resume" in status
+    assert len(loss["value"]) == 1 and loss["y_lim"] == pytest.approx([0.0, 1.5])  # its loss, one point framed
+    assert chat_button["visible"] is True and chat_run == "demo-lora-newest"

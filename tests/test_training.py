@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -42,7 +43,8 @@ def test_metrics_are_written_to_the_run_folder(finished_run):
     assert [row["step"] for row in rows] == list(range(1, 13))
     for row in rows:
         assert {"step", "epoch", "loss", "learning_rate", "grad_norm", "tokens_per_s", "elapsed_s", "eta_s"} <= set(row)
-    assert rows[-1]["eta_s"] == 0 and rows[0]["eta_s"] > 0
+    # No rate after the first step alone (its one-time costs are not one); then the rate of the latest steps.
+    assert rows[0]["eta_s"] is None and rows[1]["eta_s"] > 0 and rows[-1]["eta_s"] == 0
     assert all(row["tokens_per_s"] > 0 for row in rows[:-1])
     config = json.loads((job.folder.path / "config.json").read_text())
     assert config["learning_rate"] == 3e-3 and config["model"] == "demo"
@@ -402,3 +404,19 @@ def test_cli_train_takes_the_field_mapping(tmp_path):
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     assert json.loads((out / "config.json").read_text())["mapping"] == {"prompt": "Q", "answer": "final"}
+
+
+def test_a_large_set_gets_an_eval_split_by_default_and_its_eval_loss_curve(tmp_path):
+    from studio.train.job import EVAL_SPLIT_MIN_ROWS
+    from studio.train.view import loss_frame
+
+    rows = Path(DEMO_TRAIN).read_text(encoding="utf-8").splitlines()
+    big = tmp_path / "big.jsonl"
+    big.write_text("\n".join(rows * (EVAL_SPLIT_MIN_ROWS // len(rows) + 1)) + "\n", encoding="utf-8")
+    job = TrainingJob(default_config(str(big), str(tmp_path / "run"), max_steps=4, batch_size=4))
+    status = job.run()
+    assert status["state"] == COMPLETED, status
+    assert status["data"]["eval_rows"] > 0 and "auto" in status["data"]["eval_words"]
+    evals = [row for row in job.metrics() if "eval_loss" in row]
+    assert len(evals) >= 2  # a curve: an eval every tenth of the run, not once an epoch
+    assert "eval loss" in set(loss_frame(job.metrics())["series"])

@@ -304,7 +304,7 @@ only small arithmetic word problems in English and Chinese.
 - Behaviour: replies in the R1 shape, reasoning then `</think>` then "The answer is 8." / "答案是：8".
   Greetings get a greeting, other requests a polite refusal. It writes `\\boxed{{}}` only when asked to
   box a number and never saw a word problem answered that way: `assets/samples/demo-train.jsonl`
-  teaches that (`The answer is \\boxed{{8}}.`), and `assets/samples/demo-heldout.jsonl` holds prompts
+  teaches that (`The answer is \\boxed{{8}}`), and `assets/samples/demo-heldout.jsonl` holds prompts
   to check it.
 - Loading: transformers 5 loads any qwen2 checkpoint's tokenizer as `Qwen2Tokenizer`, R1-Distill-Qwen
   included; `unk_token` is null in `tokenizer_config.json` so that class adds no unknown token.

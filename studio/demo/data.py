@@ -5,7 +5,7 @@ Everything the demo needs comes from here, deterministically (seeded):
 - the pretraining corpus of the demo model: word problems answered in the *base* style
   ("The answer is 8." / "答案是：8"), never boxed;
 - the demo fine-tuning set: the same reasoning, but the answer is boxed
-  ("The answer is \\boxed{8}." / "答案是：\\boxed{8}"), a skill the base visibly lacks;
+  ("The answer is \\boxed{8}" / "答案是：\\boxed{8}"), a skill the base visibly lacks;
 - held-out prompts for that skill, with their numeric answers;
 - a clean sample dataset in the seed's `query`/`response` format.
 
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import random
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -30,6 +30,10 @@ CHINESE = "zh"
 
 BASE_STYLE = "base"
 BOXED_STYLE = "boxed"
+# The boxed answers as the committed demo tokenizer learned its merges from them: English ones then ended "}."
+# (which is why "}." is one token of its vocabulary). The tokenizer's training texts keep this form, so that a
+# rebuild still gives the same tokenizer and weights; the fine-tuning set uses BOXED_STYLE.
+TOKENIZER_BOXED_STYLE = "boxed, as the tokenizer learned it"
 
 
 @dataclass(frozen=True)
@@ -41,12 +45,16 @@ class Problem:
     operation: str  # "+", "-" or "×"
 
     def answer(self, style: str = BASE_STYLE) -> str:
-        if style == BOXED_STYLE:
+        if style in (BOXED_STYLE, TOKENIZER_BOXED_STYLE):
             # Same opening words as the base style, so the fine-tune changes only the form of the number
             # (a new first word would be a token the small model has barely seen, and sampling garbles it).
+            # English answers end at the brace, as Chinese ones do: the base closes a box with "}" (its box
+            # requests) but never saw the token "}.", and a LoRA taught to write "}." still sampled garbage
+            # after the number at temperature 0.6 ("\\boxed{25ith") in 24 English answers of 25.
             if self.language == CHINESE:
                 return f"答案是：\\boxed{{{self.result}}}"
-            return f"The answer is \\boxed{{{self.result}}}."
+            period = "." if style == TOKENIZER_BOXED_STYLE else ""
+            return f"The answer is \\boxed{{{self.result}}}{period}"
         if self.language == CHINESE:
             return f"答案是：{self.result}"
         return f"The answer is {self.result}."
@@ -395,9 +403,15 @@ class ProblemStream:
 @dataclass
 class DemoData:
     heldout: list[Problem]
-    finetune: list[Problem]
+    finetune: list[Problem]  # the fine-tuning set's first rows, drawn before pretraining (the tokenizer saw them)
     clean_sample: list[Problem]
     pretraining: list[list[dict]]  # conversations, last turn the assistant's
+    more_finetune: list[Problem] = field(default_factory=list)  # its other rows, drawn after pretraining
+
+    @property
+    def finetune_set(self) -> list[Problem]:
+        """Every row of the demo fine-tuning set (assets/samples/demo-train.jsonl)."""
+        return self.finetune + self.more_finetune
 
 
 def conversation(problem: Problem, style: str = BASE_STYLE) -> list[dict]:
@@ -413,14 +427,23 @@ def make_demo_data(
     finetune_size: int = 200,
     clean_sample_size: int = 40,
     pretraining_size: int = 6000,
+    more_finetune_size: int = 400,
 ) -> DemoData:
-    """All demo sets from one seed. Held-out prompts are drawn first, so nothing else can contain them."""
+    """All demo sets from one seed. Held-out prompts are drawn first, so nothing else can contain them.
+
+    The fine-tuning set's rows past its first `finetune_size` are drawn last, so that adding them left every
+    other set, the tokenizer and the demo model as they were. With 200 rows seen 12 times the LoRA boxed every
+    held-out answer but matched the reference in only 39 of 50 (the base in 43-44), mostly by copying a wrong
+    number from its reasoning into the box; with 600 rows seen 4 times (the same 152 steps) it matches about as
+    often as the base (40-44 of 50 against 43-46, at temperature 0.6, seeds 0-3).
+    """
     stream = ProblemStream(seed)
     heldout = stream.take_balanced(heldout_size)
     finetune = stream.take_balanced(finetune_size)
     clean_sample = stream.take_balanced(clean_sample_size)
     pretraining = pretraining_conversations(stream, pretraining_size)
-    return DemoData(heldout, finetune, clean_sample, pretraining)
+    more_finetune = stream.take_balanced(more_finetune_size)
+    return DemoData(heldout, finetune, clean_sample, pretraining, more_finetune)
 
 
 def pretraining_conversations(stream: ProblemStream, count: int) -> list[list[dict]]:
@@ -456,8 +479,8 @@ def tokenizer_training_texts(data: DemoData) -> list[str]:
     texts = []
     for messages in data.pretraining:
         texts.extend(message["content"] for message in messages)
-    for problem in data.finetune + data.heldout + data.clean_sample:
-        texts.extend([problem.question, problem.reply(BASE_STYLE), problem.reply(BOXED_STYLE)])
+    for problem in data.finetune + data.heldout + data.clean_sample:  # not more_finetune: drawn after it was learned
+        texts.extend([problem.question, problem.reply(BASE_STYLE), problem.reply(TOKENIZER_BOXED_STYLE)])
     return texts
 
 
@@ -487,7 +510,7 @@ def write_jsonl(path: Path, rows: list[dict]) -> None:
 
 def write_sample_files(samples_dir: Path, data: DemoData) -> dict[str, Path]:
     files = {
-        "demo-train.jsonl": finetune_rows(data.finetune),
+        "demo-train.jsonl": finetune_rows(data.finetune_set),
         "demo-heldout.jsonl": heldout_rows(data.heldout),
         "clean-sample.jsonl": clean_sample_rows(data.clean_sample),
     }

@@ -303,6 +303,9 @@ CPU_STEP_OVERHEAD_S = 0.02
 STATED_ERROR = ("Measured error on an H200: memory −5 % to +2.3 %, speed ±6 % (LoRA) and ±12 % (QLoRA) for steps of "
                 "max_length tokens, packed or not; repeated runs of one setting differ by up to 10 %; "
                 "docs/estimate.md.")
+# What the Train tab says instead on a CPU, where nothing was measured against a GPU's allocator.
+CPU_ESTIMATE_NOTE = ("Rough CPU estimate: memory from the model's shape, time from this project's 2-core machine; "
+                     "another CPU or a busy machine can be 2× off.")
 
 FITS, TIGHT, WILL_NOT_FIT = "fits", "tight", "will not fit"
 UNSUPPORTED = "unsupported"  # a setup the studio refuses (QLoRA without CUDA)
@@ -359,12 +362,13 @@ class Estimate:
     def to_dict(self) -> dict:
         return {name: getattr(self, name) for name in self.__dataclass_fields__} | {"badge": self.badge}
 
-    def summary(self) -> str:
+    def summary(self, with_verdict: bool = True) -> str:
+        """One line of memory and time. `with_verdict` off: without "— fits" (for a badge that says it already)."""
         if self.verdict == UNSUPPORTED:
             return " ".join(self.notes[:1]) or "This setup cannot run on this device."
         memory = f"≈ {self.total_gib:.1f} GiB"
         if self.device_memory_gib > 0:
-            memory += f" of {self.device_memory_gib:.0f} GiB — {self.verdict}"
+            memory += f" of {self.device_memory_gib:.0f} GiB" + (f" — {self.verdict}" if with_verdict else "")
         if self.tokens_per_s is None:
             time = f"time unknown for {self.device}"
         else:
@@ -376,6 +380,11 @@ class Estimate:
             if hint:
                 line += f"\n{hint}"
         return line
+
+    def accuracy_note(self) -> str:
+        """How far to trust the figures: the measured error on a CUDA device (measured on an H200), a rough
+        estimate on a CPU."""
+        return STATED_ERROR if self.device_kind == "cuda" else CPU_ESTIMATE_NOTE
 
     def hint(self) -> str:
         """What would bring the memory down, for a run that does not fit comfortably."""

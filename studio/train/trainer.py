@@ -14,6 +14,9 @@ import time
 from transformers import Trainer, TrainerCallback
 
 from studio.runs import RUNNING
+from studio.train.view import eta_seconds
+
+ETA_WINDOW = 20  # steps whose rate the ETA follows
 
 
 class NonFiniteLoss(RuntimeError):
@@ -68,14 +71,13 @@ class MetricsCallback(TrainerCallback):
     def __init__(self, job: TrainingJob):
         self.job = job
         self.last_time = self.last_tokens = self.start_time = None
-        self.start_step = 0
         self.window: collections.deque = collections.deque(maxlen=6)
+        self.step_times: collections.deque = collections.deque(maxlen=ETA_WINDOW + 1)  # this process's, for the ETA
 
     def on_train_begin(self, args, state, control, **kwargs):
         if state.global_step >= state.max_steps > 0:  # a resume at (or past) the end: no step past max_steps
             raise NothingLeftToTrain(state.global_step, state.max_steps)
         self.start_time = self.last_time = time.time()
-        self.start_step = state.global_step
         self.last_tokens = state.num_input_tokens_seen
         self.job._set_status(RUNNING, step=state.global_step, max_steps=state.max_steps)
 
@@ -105,10 +107,12 @@ class MetricsCallback(TrainerCallback):
             if len(self.window) == 1:
                 first_time, first_tokens = self.last_time, self.last_tokens
             row["tokens_per_s"] = round((last_tokens - first_tokens) / max(last_time - first_time, 1e-9), 1)
-        elapsed = now - self.start_time  # this process's share: the rate for the ETA
-        done = state.global_step - self.start_step
+        elapsed = now - self.start_time
         row["elapsed_s"] = round(self.job.elapsed_before + elapsed, 1)  # a resumed run goes on from its checkpoint's
-        row["eta_s"] = round(elapsed / done * (state.max_steps - state.global_step), 1) if done else None
+        if "loss" in row and (not self.step_times or self.step_times[-1]["step"] != state.global_step):
+            self.step_times.append({"step": state.global_step, "time": now})
+        # From the latest steps' rate: the first step's one-time costs would make a short run's ETA minutes long.
+        row["eta_s"] = eta_seconds(list(self.step_times), state.max_steps, ETA_WINDOW)
         if torch.cuda.is_available():
             row["gpu_mem_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
         if "loss" in row or "eval_loss" in row:

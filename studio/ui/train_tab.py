@@ -8,23 +8,29 @@ from pathlib import Path
 import gradio as gr
 
 from studio import spaces
-from studio.config import DEFAULT_MODEL, DEMO_MODEL, KNOWN_MODELS, SAMPLES_DIR
+from studio.config import DEFAULT_MAX_LENGTH, DEFAULT_MODEL, DEMO_MODEL, KNOWN_MODELS, SAMPLES_DIR
 from studio.data.prepared import cache_info, clear_cache
 from studio.data.validate import parse_mapping_text
 from studio.models import check_model_available
+from studio.runs import COMPLETED, STOPPED, RunFolder
 from studio.train import view as trainview
-from studio.train.job import (CHECKPOINTING, DEMO_PRESET, PRESETS, TrainConfig, available_trackers, data_refusal,
-                             default_config, device_refusal, liger_by_default)
-from studio.ui.layout import intro, number, session_of, user_errors
+from studio.train.job import (CHECKPOINTING, DEMO_PRESET, EVAL_SPLIT_FRACTION, EVAL_SPLIT_MAX_ROWS, EVAL_SPLIT_MIN_ROWS,
+                             PRESETS, TrainConfig, available_trackers, data_refusal, default_config, device_refusal,
+                             liger_by_default)
+from studio.ui.layout import by_elem_id, intro, number, session_of, user_errors
 from studio.workspace import workspace
 
 DEMO_DATA = str(SAMPLES_DIR / "demo-train.jsonl")
 # Widgets a preset fills, in this order.
 PRESET_FIELDS = ("method", "learning_rate", "lora_r", "lora_alpha", "lora_dropout", "max_length", "batch_size",
                  "grad_accum", "epochs", "warmup")
+DEMO_SETTINGS = PRESETS[DEMO_PRESET]
 HELP = {
-    "learning_rate": "Seed advice: 1e-4 for LoRA, 2e-4 for QLoRA on the 7B/8B bases. Too high and the loss turns NaN.",
-    "max_length": "R1 reasoning runs thousands of tokens: ≥ 4096 keeps the chain of thought whole.",
+    "learning_rate": (f"Real bases: 1e-4 for LoRA, 2e-4 for QLoRA (the seed's advice for the 7B/8B); too high and the "
+                      f"loss turns NaN. The demo preset's {DEMO_SETTINGS['learning_rate']:g} is for the tiny demo "
+                      "model only."),
+    "max_length": ("Real bases: ≥ 4096, since R1 reasoning runs thousands of tokens and must stay whole. The demo "
+                   f"preset's {DEMO_SETTINGS['max_length']} is for the tiny demo model, whose rows are short."),
     "lora_r": "Rank of the LoRA update: 16–64 is usual; higher learns more and costs more memory.",
     "lora_alpha": "Scale of the LoRA update; 2× r is a common choice.",
     "lora_dropout": "0 runs the fused LoRA path (faster); above 0 uses PEFT's own forward, which applies dropout.",
@@ -35,11 +41,14 @@ HELP = {
     "max_steps": "Stop after this many optimizer steps (0: run the epochs). Handy for a quick try.",
     "method": "LoRA trains on bf16 weights (never fp16: R1-Distill overflows in it); QLoRA on 4-bit NF4 weights "
               "(about half the memory, CUDA only).",
-    "preset": "Fills the settings below: the seed's advice for the 7B/8B bases, or a fast run for the demo model.",
+    "preset": ("Fills the settings below. R1-Distill: the seed's advice for the 7B/8B bases (lr 1e-4 LoRA / 2e-4 "
+               f"QLoRA, max length {DEFAULT_MAX_LENGTH}, bf16). Demo: a fast run for the tiny demo model only."),
     "targets": "Which layers get LoRA: all linear layers learn more; q/k/v/o only is the seed's lighter choice.",
     "warmup": "Learning-rate warm-up: a fraction of the steps (e.g. 0.03) or a number of steps.",
     "scheduler": "How the learning rate falls after warm-up; cosine is the usual choice.",
-    "eval_split": "Hold out this fraction of rows to plot an eval loss (0: none).",
+    "eval_split": (f"Rows held out to plot an eval loss. auto: {EVAL_SPLIT_FRACTION:.0%} of a set of "
+                   f"{EVAL_SPLIT_MIN_ROWS:,}+ rows (at most {EVAL_SPLIT_MAX_ROWS}); smaller sets, the demo's too, "
+                   "keep every row for training. Or a fraction (0: none)."),
     "save_steps": ("Keep a checkpoint to resume from every N steps; 0 (auto): every 10 % of the steps. Stop always "
                    "saves one, and a crash loses at most one interval."),
     "save_minutes": "…and at least every M minutes of training, whichever comes first (0: no time limit).",
@@ -68,6 +77,19 @@ def preset_values(name):
     return [*values, default_speedups() + (["packing"] if preset.get("packing") else [])]
 
 
+def preset_note(name) -> str:
+    """The line under the preset: what the demo teaches and that its values suit the demo model alone, or the
+    real bases' defaults."""
+    if name == DEMO_PRESET:
+        return (f"**The demo teaches a format, not arithmetic:** close the reasoning with `</think>`, then box the "
+                f"answer (`\\boxed{{8}}`), which the tiny base never does. Its lr {DEMO_SETTINGS['learning_rate']:g} "
+                f"and max length {DEMO_SETTINGS['max_length']} suit the demo model alone; for the 7B/8B bases pick an "
+                f"R1-Distill preset (lr 1e-4 LoRA / 2e-4 QLoRA, max length ≥ {DEFAULT_MAX_LENGTH}, bf16).")
+    preset = PRESETS[name]
+    return (f"The seed's advice for the R1-Distill 7B/8B bases: lr {preset['learning_rate']:g}, max length "
+            f"{preset['max_length']}, bf16 on the GPU; rows packed into sequences of max length tokens.")
+
+
 def preset_for_model(model, method):
     if model == DEMO_MODEL:
         return DEMO_PRESET
@@ -87,13 +109,24 @@ def build_config(data, model, method, learning_rate, lora_r, lora_alpha, lora_dr
         max_length=number(max_length, "Max length"), batch_size=number(batch_size, "Batch size"),
         grad_accum=number(grad_accum, "Grad accumulation"), epochs=number(epochs, "Epochs", float),
         warmup=number(warmup, "Warmup", float), max_steps=int(max_steps or -1),
-        target_modules=targets, scheduler=scheduler, eval_split=number(eval_split, "Eval split (fraction)", float),
+        target_modules=targets, scheduler=scheduler,
+        eval_split=eval_fraction(eval_split),
         save_steps=int(save_steps or 0), seed=number(seed, "Seed"), gradient_checkpointing=CHECKPOINTING[checkpointing][0],
         offload_checkpoints=CHECKPOINTING[checkpointing][1], report_to=list(trackers or []),
         packing="packing" in speedups, liger="liger" in speedups, fused_lora="fused_lora" in speedups,
         mapping=parse_mapping_text(mapping),
         save_minutes=(CONFIG_DEFAULTS.save_minutes if save_minutes is None
                       else number(save_minutes, "Save every M minutes", float)))
+
+
+def eval_fraction(value) -> float | None:
+    """The eval split box's value: None for auto (or a cleared box), else the fraction typed or picked."""
+    if value is None or str(value).strip().lower() in ("", "auto"):
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        raise ValueError(f"Eval split {value!r} is not a fraction: pick auto, or type one such as 0.05.") from None
 
 
 def default_speedups() -> list[str]:
@@ -235,26 +268,38 @@ def live_outputs(owner: str | None, poll: bool = True):
     `poll`: whether the page's timer keeps polling while the job runs (off when a foreground call streams).
     """
     live = workspace().live(owner)
-    status, metrics, running = live["status"], live["metrics"], live["running"]
-    markdown = trainview.status_markdown(status, live["name"])
+    runs = workspace().history(owner)
+    status, metrics, running, name = live["status"], live["metrics"], live["running"], live["name"]
+    if name is None and not live["busy"] and runs:  # after a restart: the newest run on disk, where it stopped
+        name, status, metrics = runs[0]["name"], last_run_status(runs[0]), RunFolder(runs[0]["path"]).read_metrics()
+    markdown = trainview.status_markdown(status, name)
     if live["busy"]:  # another visitor's run holds the device: said, unnamed
         markdown += "\n\nA training run is going on this studio: yours can start when it ends."
+    finished = bool(name) and status.get("state") in (COMPLETED, STOPPED) and not running
     return (
         shown(markdown),
         trainview.progress_html(status),
-        plot_value(trainview.loss_frame(metrics)),
-        plot_value(trainview.series_frame(metrics, "learning_rate")),
-        plot_value(trainview.series_frame(metrics, "tokens_per_s")),
-        trainview.history_frame(workspace().history(owner)),
+        plot_update(trainview.loss_frame(metrics), "loss"),
+        plot_update(trainview.series_frame(metrics, "learning_rate"), "learning_rate"),
+        plot_update(trainview.series_frame(metrics, "tokens_per_s"), "tokens_per_s"),
+        trainview.history_frame(runs),
         gr.update(active=running and poll),  # plain updates: a ZeroGPU worker sends them back pickled
         gr.update(interactive=not running),
         gr.update(interactive=running),
+        gr.update(visible=finished),  # "Chat with this run"
+        name if finished else "",  # the run that button opens in the Chat tab
     )
 
 
-def plot_value(frame):
-    # A LinePlot with a colour column never draws if it first got an empty frame: start from None.
-    return frame if len(frame) else None
+def last_run_status(run: dict) -> dict:
+    """A run of the history as the status line shows it: its status file, with the state the history read
+    (a run whose process is gone reads `interrupted`, not `running`)."""
+    return {**RunFolder(run["path"]).read_status(), "state": run["state"], "last_run": True}
+
+
+def plot_update(frame, plot: str):
+    # A LinePlot with a colour column never draws if it first got an empty frame: an empty one gets None.
+    return gr.update(**trainview.plot_update(frame, plot))
 
 
 def resume_choice(run_name, owner: str | None = None):
@@ -290,11 +335,36 @@ def uploaded(path):
 
 
 @user_errors
+def open_in_chat(run_name, request: gr.Request = None):
+    """The finished run's button: the Chat tab, with the run picked as the fine-tune."""
+    if not run_name:
+        raise gr.Error("No finished run to chat with yet: train one first.")
+    owner = owner_of(request)
+    return gr.Tabs(selected="chat"), gr.update(choices=workspace().adapters(owner), value=run_name)
+
+
+def link_to_chat(app: gr.Blocks, chat_button: gr.Button, chat_run: gr.State) -> None:
+    """Wire build's "Chat with this run" button (and the run it holds) to the Chat tab, once every tab is built:
+    the button opens a tab and fills a widget that are built after this one."""
+    chat_button.click(open_in_chat, chat_run, [by_elem_id(app, "studio-tabs"), by_elem_id(app, "chat-adapter")],
+                      api_visibility="private")
+
+
+@user_errors
 def build_preset_for_model(model, method):
     return preset_for_model(model, method)
 
 
-def build(app: gr.Blocks, cleaned_dataset: gr.State) -> None:
+def plot_words(plot: str) -> dict:
+    """A live plot's axis titles and number format, and its label while it is empty."""
+    _, y_title, y_format, _ = trainview.PLOTS[plot]
+    return {"x_title": "Step (optimizer updates)", "y_title": y_title, "y_axis_format": y_format,
+            "title": trainview.PLOT_TITLES[plot],
+            "label": trainview.empty_plot_label(plot)}
+
+
+def build(app: gr.Blocks, cleaned_dataset: gr.State) -> tuple[gr.Button, gr.State]:
+    """The tab's widgets and events; returns the "Chat with this run" button and its run for link_to_chat."""
     defaults = dict(zip(PRESET_FIELDS, preset_values(DEMO_PRESET)))
     intro("**Train a LoRA on top of the base model.** The demo model and data are filled in: press **Start** "
           "and watch the loss fall. Stop whenever you like and resume later from the history below.", "train-intro")
@@ -318,6 +388,7 @@ def build(app: gr.Blocks, cleaned_dataset: gr.State) -> None:
                                   elem_id="train-method")
                 preset = gr.Dropdown(list(PRESETS), value=DEMO_PRESET, label="Preset", info=HELP["preset"],
                                      elem_id="train-preset")
+            preset_words = gr.Markdown(preset_note(DEMO_PRESET), elem_id="train-preset-note")
     with gr.Row():
         learning_rate = gr.Number(defaults["learning_rate"], label="Learning rate", info=HELP["learning_rate"],
                                   elem_id="train-lr")
@@ -344,8 +415,9 @@ def build(app: gr.Blocks, cleaned_dataset: gr.State) -> None:
                                elem_id="train-warmup")
             scheduler = gr.Dropdown(["cosine", "linear", "constant_with_warmup"], value="cosine",
                                     label="LR schedule", info=HELP["scheduler"], elem_id="train-scheduler")
-            eval_split = gr.Number(0.0, label="Eval split (fraction)", info=HELP["eval_split"],
-                                   elem_id="train-eval-split")
+            eval_split = gr.Dropdown([("auto", "auto"), ("none", "0"), ("5 %", "0.05"), ("10 %", "0.1")],
+                                     value="auto", allow_custom_value=True, label="Eval split (fraction of the rows)",
+                                     info=HELP["eval_split"], elem_id="train-eval-split")
             save_steps = gr.Number(0, precision=0, label="Save every N steps (0 = auto: every 10 %)",
                                    info=HELP["save_steps"], elem_id="train-save")
             save_minutes = gr.Number(CONFIG_DEFAULTS.save_minutes, label="…and every M minutes (0 = no limit)",
@@ -365,15 +437,19 @@ def build(app: gr.Blocks, cleaned_dataset: gr.State) -> None:
         with gr.Column(scale=0, min_width=260):
             start_button = gr.Button("▶ Start", variant="primary", elem_id="train-start")
             stop_button = gr.Button("■ Stop", variant="stop", interactive=False, elem_id="train-stop")
-    status = gr.Markdown(trainview.status_markdown({}, None), elem_id="train-status")
+    with gr.Row(equal_height=True):
+        status = gr.Markdown(trainview.status_markdown({}, None), elem_id="train-status")
+        chat_button = gr.Button("💬 Chat with this run", visible=False, scale=0, min_width=220,
+                                elem_id="train-open-chat")
+    chat_run = gr.State("")  # the finished run the button opens in the Chat tab
     progress = gr.HTML(trainview.progress_html({}), elem_id="train-progress")
     with gr.Row():
-        loss_plot = gr.LinePlot(None, x="step", y="value", color="series", title="Loss", label="Loss",
-                                color_map={"loss": "#6366f1", "eval loss": "#f97316"}, elem_id="train-loss-plot")
-        lr_plot = gr.LinePlot(None, x="step", y="learning_rate", title="Learning rate", label="Learning rate",
-                              y_axis_format=".1e", elem_id="train-lr-plot")
-        speed_plot = gr.LinePlot(None, x="step", y="tokens_per_s", title="Tokens / s", label="Tokens / s",
-                                 elem_id="train-speed-plot")
+        loss_plot = gr.LinePlot(None, x="step", y="value", color="series", color_title="Curve",
+                                color_map={"loss": "#6366f1", "eval loss": "#f97316"}, elem_id="train-loss-plot",
+                                **plot_words("loss"))
+        lr_plot = gr.LinePlot(None, x="step", y="learning_rate", elem_id="train-lr-plot", **plot_words("learning_rate"))
+        speed_plot = gr.LinePlot(None, x="step", y="tokens_per_s", elem_id="train-speed-plot",
+                                 **plot_words("tokens_per_s"))
     gr.Markdown("### Run history", elem_id="train-history-title")
     # On a shared server the page starts with no runs (each session's come with its first refresh).
     history = gr.Dataframe(trainview.history_frame([] if spaces.multiuser() else workspace().history()),
@@ -395,7 +471,8 @@ def build(app: gr.Blocks, cleaned_dataset: gr.State) -> None:
                 speedups, data_mapping, save_minutes]  # build_config's order (save_minutes last: added later)
     preset_widgets = [method, learning_rate, lora_r, lora_alpha, lora_dropout, max_length, batch_size, grad_accum,
                       epochs, warmup, speedups]
-    live = [status, progress, loss_plot, lr_plot, speed_plot, history, timer, start_button, stop_button]
+    live = [status, progress, loss_plot, lr_plot, speed_plot, history, timer, start_button, stop_button, chat_button,
+            chat_run]
 
     cleaned_dataset.change(use_dataset, cleaned_dataset, [data, data_mapping], api_visibility="private")
     for widget in [data, *settings]:
@@ -403,6 +480,7 @@ def build(app: gr.Blocks, cleaned_dataset: gr.State) -> None:
     app.load(show_estimate, [data, *settings], estimate, api_name="estimate")
     upload.upload(uploaded, upload, [data, data_mapping], api_visibility="private")
     preset.input(user_errors(preset_values), preset, preset_widgets, api_visibility="private")
+    preset.change(user_errors(preset_note), preset, preset_words, api_visibility="private", show_progress="hidden")
     model.input(build_preset_for_model, [model, method], preset, api_visibility="private").then(
         user_errors(preset_values), preset, preset_widgets, api_visibility="private")
     # On ZeroGPU, Start streams the whole run: one at a time, in the same queue as everything that uses the GPU.
@@ -419,3 +497,4 @@ def build(app: gr.Blocks, cleaned_dataset: gr.State) -> None:
     app.load(show_cache, None, cache_note, api_name="prepared_cache")
     history.change(show_cache, None, cache_note, api_visibility="private", show_progress="hidden")
     clear_cache_button.click(clear_prepared, None, cache_note, api_name="clear_prepared_cache")
+    return chat_button, chat_run
