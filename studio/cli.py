@@ -75,7 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("--fix", action="append", nargs="+", default=[], metavar="NAME",
                           help=f"with --export: fixes to apply first ({', '.join(USER_FIXES)}); repeatable")
     validate.add_argument("--layout", choices=EXPORT_STYLES, default=None,
-                          help=f"with --export: the turns' field name (default {DEFAULT_EXPORT_STYLE})")
+                          help="with --export: the turns' field name (default: the input's own layout when it is "
+                               f"one of these, else {DEFAULT_EXPORT_STYLE})")
     validate.set_defaults(handler=run_validate)
 
     train = commands.add_parser("train", help="fine-tune with LoRA or QLoRA into a run folder")
@@ -190,6 +191,8 @@ def _fail(args, message: str, code: int) -> int:
 
 
 def run_validate(args) -> int:
+    from studio.data.checks import LENGTH_FIXES
+    from studio.data.export import style_for
     from studio.data.readers import DatasetUnreadable
     from studio.data.validate import USER_FIXES, clean, validate, write_export
     from studio.models import ModelNotFound
@@ -201,8 +204,9 @@ def run_validate(args) -> int:
                      EXIT_UNREADABLE)
     if (fixes or args.layout) and not args.export:
         return _fail(args, "--fix and --layout act on the cleaned copy: add --export OUT.jsonl", EXIT_UNREADABLE)
-    if "drop_truncated" in fixes and args.no_lengths:
-        return _fail(args, "--fix drop_truncated needs token lengths: leave out --no-lengths", EXIT_UNREADABLE)
+    for name in LENGTH_FIXES:
+        if name in fixes and args.no_lengths:
+            return _fail(args, f"--fix {name} needs token lengths: leave out --no-lengths", EXIT_UNREADABLE)
     try:
         report = validate(args.path, model=args.model, max_length=args.max_length, lengths=not args.no_lengths,
                           overrides={"format": args.format, **dict(args.field)})
@@ -214,7 +218,8 @@ def run_validate(args) -> int:
     if args.export:
         try:
             result = clean(report, set(fixes), max_length=args.max_length)
-            written = write_export(result, args.export, args.layout or "messages", source=args.path)
+            written = write_export(result, args.export, args.layout or style_for(report.dataset.format),
+                                   source=args.path)
         except (ValueError, OSError) as error:
             return _fail(args, f"--export {args.export}: {error}", EXIT_UNREADABLE)
         data["export"] = {"path": args.export, "rows_written": written, "rows_left_out": report.rows - written,

@@ -308,3 +308,72 @@ def test_export_round_trips(tmp_path, style):
     again = load_dataset(str(out))
     assert again.format == style
     assert [record.messages for record in again.records] == [record.messages for record in report.dataset.records]
+
+
+def test_the_cut_before_the_answer_is_dropped_and_the_cut_answer_kept(tmp_path, demo_tokenizer):
+    long_reasoning = "<think>\n" + "2 + 2 = 4. " * 400 + "\n</think>\n\nThe answer is 4."
+    long_answer = "<think>\nshort\n</think>\n\n" + "The answer is 4. " * 400
+    path = tmp_path / "long.jsonl"
+    path.write_text("\n".join(json.dumps(row) for row in [single(reply=long_reasoning),
+                                                           single(reply=long_answer), single()]))
+    report = check_dataset(load_dataset(str(path)), tokenizer=demo_tokenizer, max_length=256)
+    assert report.lengths.cut_before_answer() == {1}
+    assert report.lengths.summary()["cut_before_answer"] == 1
+    result = apply_fixes(report, {"drop_cut_reasoning"}, tokenizer=demo_tokenizer, max_length=256)
+    assert [record.number for record in result.dataset.records] == [2, 3]  # the cut answer still trains its start
+    assert result.changed["drop_cut_reasoning"] == 1
+
+
+def test_length_fixes_need_measured_lengths(tmp_path):
+    from studio.data.validate import clean, fixes_possible, validate
+
+    path = tmp_path / "one.jsonl"
+    path.write_text(json.dumps(single()) + "\n")
+    report = validate(str(path), lengths=False)
+    assert fixes_possible(report, {"drop_duplicates", "drop_cut_reasoning"}) == ({"drop_duplicates"},
+                                                                                 ["drop_cut_reasoning"])
+    with pytest.raises(ValueError, match="drop_cut_reasoning fix needs token lengths"):
+        clean(report, {"drop_cut_reasoning"})
+
+
+def test_cleaned_sets_are_listed_newest_first(tmp_path):
+    import os
+
+    from studio.data.validate import cleaned_sets
+
+    assert cleaned_sets(tmp_path / "not-there") == []
+    older, newer = tmp_path / "a-clean-20260101-000000.jsonl", tmp_path / "b-clean-20250101-000000.jsonl"
+    for path, when in ((older, 1_000_000), (newer, 2_000_000)):
+        path.write_text("{}\n")
+        os.utime(path, (when, when))
+    (tmp_path / "upload.jsonl").write_text("{}\n")  # not a cleaned set
+    assert cleaned_sets(tmp_path) == [newer, older]  # by when it was written, not by the name
+
+
+def test_the_check_length_is_the_one_training_uses():
+    from studio.data.validate import training_max_length
+    from studio.train.job import DEMO_PRESET, PRESETS
+
+    assert training_max_length("demo") == PRESETS[DEMO_PRESET]["max_length"] == 512
+    assert training_max_length("deepseek-ai/DeepSeek-R1-Distill-Qwen-7B") >= 4096
+    assert training_max_length("deepseek-ai/DeepSeek-R1-Distill-Llama-8B", "qlora") >= 4096
+
+
+def test_an_empty_file_is_named_by_its_own_name(tmp_path):
+    from studio.data.readers import DatasetUnreadable
+
+    folder = tmp_path / "gradio-upload-3f9a"
+    folder.mkdir()
+    (folder / "mine.jsonl").write_text("")
+    with pytest.raises(DatasetUnreadable) as error:
+        load_dataset(str(folder / "mine.jsonl"))
+    assert str(error.value).startswith("mine.jsonl holds no rows") and "gradio-upload" not in str(error.value)
+
+
+@pytest.mark.parametrize("layout, kept", [("messages", "messages"), ("conversation", "conversation"),
+                                          ("alpaca", "messages"), (None, "messages")])
+def test_the_export_keeps_the_input_layout(layout, kept):
+    from studio.data.export import style_for, style_note
+
+    assert style_for(layout) == kept
+    assert ("Kept as your file's layout" in style_note(layout)) == (layout == kept)

@@ -131,6 +131,14 @@ def test_export_writes_the_normalized_rows_left_after_the_fixes(tmp_path, layout
     assert code == 0 and again["format"] == layout and again["valid_rows"] == 2
 
 
+def test_export_keeps_the_inputs_own_layout_unless_told(tmp_path):
+    out = tmp_path / "out.jsonl"
+    code, _, _ = run(BROKEN, "--no-lengths", "--export", out, "--fix", "drop_duplicates")
+    assert json.loads(out.read_text(encoding="utf-8").splitlines()[0]).keys() >= {"conversation"}
+    code, _, _ = run(BROKEN, "--no-lengths", "--export", out, "--layout", "messages")
+    assert "messages" in json.loads(out.read_text(encoding="utf-8").splitlines()[0])
+
+
 def test_export_keeps_a_top_level_system_prompt(tmp_path):
     row = {"system": "Think step by step.", "query": "What is 2 + 2?",
            "response": "<think>\n2 + 2 = 4.\n</think>\n\n4"}
@@ -144,6 +152,7 @@ def test_export_keeps_a_top_level_system_prompt(tmp_path):
     (["--fix", "drop_duplicates"], "add --export"),
     (["--export", "{tmp}/out.jsonl", "--fix", "nonsense"], "unknown fix"),
     (["--export", "{tmp}/out.jsonl", "--fix", "drop_truncated", "--no-lengths"], "needs token lengths"),
+    (["--export", "{tmp}/out.jsonl", "--fix", "drop_cut_reasoning", "--no-lengths"], "drop_cut_reasoning needs token"),
     (["--export", "{tmp}/no/such/folder/out.jsonl"], "does not exist"),
     (["--export", "{source}"], "is the input file"),
 ])

@@ -162,9 +162,9 @@ def test_zero_gpu_start_trains_in_the_foreground(monkeypatch):
     updates = list(train_tab.start(str(SAMPLES_DIR / "demo-train.jsonl"), *settings))
     assert len(calls) == 1 and calls[0]["config"].max_steps == 6
     assert len(updates) >= 2  # it streamed while training
-    status, progress, loss, *_, timer, start_button, stop_button = updates[-1]
+    (status, progress, loss), (timer, start_button, stop_button) = updates[-1][:3], updates[-1][6:9]
     assert "completed" in status, status
-    assert "step 6 / 6" in progress and len(loss) == 6
+    assert "step 6 / 6" in progress and len(loss["value"]) == 6
     assert all(update[6]["active"] is False for update in updates)  # the page's timer stays off
     assert start_button["interactive"] is True and stop_button["interactive"] is False
 
@@ -271,3 +271,34 @@ def test_stop_never_cancels_a_run_it_can_stop_gracefully(monkeypatch):
     assert stop_cancels(studio_app.build_app()) == set()
     monkeypatch.setattr(spaces, "on_zero_gpu", lambda: True)
     assert stop_cancels(studio_app.build_app()) == set()
+
+
+def test_an_expected_error_is_one_line_in_the_terminal(caplog):
+    @layout.user_errors
+    def check():
+        raise gr.Error("Choose a file to check: upload one, pick a sample, or type a Hub dataset id.")
+
+    @layout.user_errors
+    def apply():
+        raise ValueError("max_length is empty: enter a number.")
+
+    for handler, text in ((check, "Choose a file to check"), (apply, "max_length is empty")):
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="studio.ui"), pytest.raises(gr.Error) as error:
+            handler()
+        assert error.value.print_exception is False  # Gradio prints no traceback for it
+        [record] = caplog.records
+        assert record.exc_info is None and "\n" not in record.getMessage()
+        assert record.getMessage().startswith(f"{handler.__name__}: {text}")
+
+
+def test_an_unexpected_error_keeps_its_traceback_once(caplog):
+    @layout.user_errors
+    def broken():
+        return {}["missing"]
+
+    with caplog.at_level("WARNING", logger="studio.ui"), pytest.raises(gr.Error) as error:
+        broken()
+    assert error.value.print_exception is False  # logged here with the traceback; Gradio would print it twice
+    [record] = caplog.records
+    assert record.exc_info is not None and "broken" in record.getMessage()

@@ -21,6 +21,8 @@ from studio.data.record_store import RecordStore
 from studio.data.records import Dataset, Record, paused_gc
 
 ERROR, WARNING = "error", "warning"
+# Where max_length cuts a row that is over it.
+CUT_IN_PROMPT, CUT_IN_REASONING, CUT_IN_ANSWER = 0, 1, 2
 
 
 @dataclass(frozen=True)
@@ -124,6 +126,13 @@ class LengthStats:
     reasoning_tokens: RowValues = field(default_factory=RowValues, repr=False)
     tokenizer: str | None = None  # what measured: the model's tokenizer, named for the report
     exact: bool | None = None  # True: the counts are the model's own; False: an estimate from another vocabulary
+    # Row number -> where max_length cuts it (CUT_IN_PROMPT, CUT_IN_REASONING or CUT_IN_ANSWER), rows over it only.
+    cuts: RowValues = field(default_factory=RowValues, repr=False)
+
+    def cut_before_answer(self) -> set[int]:
+        """The rows max_length cuts inside the prompt or the reasoning: training never sees their answer."""
+        numbers, places = self.cuts.columns()
+        return {number for number, place in zip(numbers, places) if place != CUT_IN_ANSWER}
 
     def summary(self, bins: int = 20) -> dict:
         import numpy as np
@@ -148,6 +157,7 @@ class LengthStats:
             "p50": percentile(0.5), "p90": percentile(0.9), "p95": percentile(0.95), "p99": percentile(0.99),
             "max": int(values[-1]),
             "over_max_length": len(values) - int(np.searchsorted(values, self.max_length, side="right")),
+            "cut_before_answer": len(self.cut_before_answer()),
             "histogram": {"edges": edges, "counts": counts}, **measured_by,
         }
 
@@ -569,8 +579,8 @@ def measure_lengths(report: Report, tokenizer, max_length: int,
         if record.number in firsts:
             first_measure[record.number] = (len(example), example.prompt_tokens,
                                             example.reasoning_end - example.prompt_tokens)
-        _flag_truncated(report, record.number, label, len(example), example.prompt_tokens, example.reasoning_end,
-                        max_length)
+        _flag_truncated(report, stats, record.number, label, len(example), example.prompt_tokens,
+                        example.reasoning_end, max_length)
 
     def fail(record: Record, message: str) -> None:
         failed[record.number] = message
@@ -630,7 +640,7 @@ def measure_lengths(report: Report, tokenizer, max_length: int,
             length, prompt, reasoning = first_measure[first]
             stats.lengths.add(number, length)
             stats.reasoning_tokens.add(number, reasoning)
-            _flag_truncated(report, number, label, length, prompt, prompt + reasoning, max_length)
+            _flag_truncated(report, stats, number, label, length, prompt, prompt + reasoning, max_length)
     return stats
 
 
@@ -646,16 +656,17 @@ def _encode_guarded(encode, tokenizer, conversations):
         return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
-def _flag_truncated(report: Report, number: int, label: str, total: int, prompt_tokens: int, reasoning_end: int,
-                    max_length: int) -> None:
+def _flag_truncated(report: Report, stats: LengthStats, number: int, label: str, total: int, prompt_tokens: int,
+                    reasoning_end: int, max_length: int) -> None:
     if total <= max_length:
         return
     if max_length <= prompt_tokens:
-        where = "inside the prompt: nothing of the reply would be trained"
+        place, where = CUT_IN_PROMPT, "inside the prompt: nothing of the reply would be trained"
     elif max_length < reasoning_end:
-        where = "inside the reasoning: the rest of it and the whole answer would be lost"
+        place, where = CUT_IN_REASONING, "inside the reasoning: the rest of it and the whole answer would be lost"
     else:
-        where = "inside the answer: its end would be lost"
+        place, where = CUT_IN_ANSWER, "inside the answer: its end would be lost"
+    stats.cuts.add(number, place)
     report.issues.append(Issue(
         number, "truncated", WARNING,
         f"{label} {number}: {total} tokens, over max_length {max_length}; the cut falls "
@@ -671,8 +682,12 @@ FIXES = {
     "repair_unopened": "Add the missing opening <think> where only </think> is present",
     "drop_errors": "Drop rows that still have an error",
     "drop_duplicates": "Drop repeated rows, keeping the first",
-    "drop_truncated": "Drop rows longer than max_length",
+    "drop_cut_reasoning": "Drop rows that max_length cuts before their answer (inside the reasoning or the prompt): "
+                          "training would never see the answer",
+    "drop_truncated": "Drop every row longer than max_length (also those cut only inside the answer)",
 }
+# Fixes that need the token lengths measured.
+LENGTH_FIXES = ("drop_cut_reasoning", "drop_truncated")
 
 
 def repair_reply(reply: str, convert_foreign: bool = True, repair_unopened: bool = True) -> str:
@@ -749,6 +764,10 @@ def apply_fixes(report: Report, fixes: set[str], *, tokenizer=None,
             rows = {issue.row for issue in recheck.issues if issue.code == code} - drop
             drop |= rows
             changed[fix] = len(rows)
+    if "drop_cut_reasoning" in fixes and recheck.lengths is not None:
+        rows = recheck.lengths.cut_before_answer() - drop
+        drop |= rows
+        changed["drop_cut_reasoning"] = len(rows)
     if drop:
         with paused_gc():
             kept, checker = rewritten(record for record in records if record.number not in drop)

@@ -19,6 +19,21 @@ EXPORT_STYLES = ("messages", "conversation")
 DEFAULT_EXPORT_STYLE = "messages"
 
 
+def style_for(layout: str | None) -> str:
+    """The export layout that keeps the input's: its own when the export writes it, else the default (turns in
+    OpenAI `messages`)."""
+    return layout if layout in EXPORT_STYLES else DEFAULT_EXPORT_STYLE
+
+
+def style_note(layout: str | None) -> str:
+    """One line under the export choice: which layout the file is written in, and why."""
+    style = style_for(layout)
+    if layout == style:
+        return f"Kept as your file's layout, `{layout}`; both train the same, pick what your other tools read."
+    return (f"Your file's layout, `{layout or 'unknown'}`, is written as `{style}` turns (the export writes "
+            f"{' or '.join(EXPORT_STYLES)}); both train the same.")
+
+
 def normalized_turns(record: Record) -> list[dict]:
     """The record's turns as dicts; the last assistant reply in R1's `<think>` form when it has reasoning."""
     turns = [{"role": role, "content": content} for role, content in record.messages]

@@ -17,6 +17,7 @@ import contextlib
 import gc
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 from studio.data.detect import (
     SAMPLE_ROWS, _evidence, _profiles, _sample, _score, _turns_layout, _unknown_format_reason, detect_mappings,
@@ -148,8 +149,16 @@ def _load_dataset(source: str, mapping: FieldMapping | None, overrides: dict[str
     kind, rest = read_raw_rows(source, sink=loader.take)
     loader.finish()
     if not len(loader.store):
-        raise DatasetUnreadable(f"{source} holds no rows.")
+        raise DatasetUnreadable(f"{_source_name(source)} holds no rows: add some (in a .jsonl file, one JSON object "
+                                "a line) or choose another file.")
     return Dataset(source, kind, loader.mapping, loader.store, loader.alternatives, not_read=rest.not_read)
+
+
+def _source_name(source: str) -> str:
+    """How a message names a source: a local file by its own name (an upload's path is a temporary folder that
+    means nothing to the person who uploaded it), a Hub dataset by its id."""
+    path = Path(source).expanduser()
+    return path.name if path.is_file() else source
 
 
 class _Loader:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Callable
 
 from studio.config import DATASETS_DIR, DEFAULT_LENGTH_MODEL, DEFAULT_MAX_LENGTH
-from studio.data.checks import FIXES, FixResult, Report, RowChecker, apply_fixes, check_dataset
+from studio.data.checks import FIXES, LENGTH_FIXES, FixResult, Report, RowChecker, apply_fixes, check_dataset
 from studio.data.export import DEFAULT_EXPORT_STYLE, write_jsonl
 from studio.data.records import load_dataset
 
@@ -70,6 +70,15 @@ def validate(
     return report
 
 
+def training_max_length(model: str | None, method: str = "lora") -> int:
+    """The max_length a run of `model` trains at with the preset the Train tab picks for it (default_config): the
+    demo preset's 512 for the demo model, the R1-Distill presets' 4096 for a real base. The Data tab checks at
+    it, so that the rows it calls cut are the rows training cuts."""
+    from studio.train.job import default_config
+
+    return default_config(data="", output="", model=(model or "").strip() or None, method=method).max_length
+
+
 def _measuring_tokenizer(model: str | None):
     from studio.data.tokenizer import length_tokenizer
 
@@ -88,8 +97,10 @@ def clean(report: Report, fixes: set[str] | list[str], *, max_length: int | None
     if unknown:
         raise ValueError(f"unknown fix(es) {', '.join(sorted(unknown))}; choose from {', '.join(USER_FIXES)}")
     model = report.length_model
-    if "drop_truncated" in fixes and report.lengths is None:
-        raise ValueError("the drop_truncated fix needs token lengths: check with lengths on (leave out --no-lengths)")
+    needing = sorted(fixes & set(LENGTH_FIXES))
+    if needing and report.lengths is None:
+        raise ValueError(f"the {' and '.join(needing)} fix{'es need' if len(needing) > 1 else ' needs'} token lengths: "
+                         "check with lengths on (leave out --no-lengths)")
     measuring = _measuring_tokenizer(model) if report.lengths is not None else None
     max_length = max_length or (report.lengths.max_length if report.lengths else DEFAULT_MAX_LENGTH)
     result = apply_fixes(report, fixes | {"drop_errors"}, tokenizer=measuring and measuring[0], max_length=max_length)
@@ -138,6 +149,29 @@ def parse_mapping_text(text: str | None) -> dict[str, str]:
     return overrides
 
 
+def fixes_possible(report: Report, fixes: set[str] | list[str]) -> tuple[set[str], list[str]]:
+    """The chosen fixes this report allows, and those it does not: without measured lengths no row is known to
+    be over max_length, so the fixes that drop such rows have nothing to go on."""
+    fixes = set(fixes)
+    skipped = [] if report.lengths is not None else [name for name in LENGTH_FIXES if name in fixes]
+    return fixes - set(skipped), skipped
+
+
+# A cleaned set's file name: <source stem>-clean-<YYYYmmdd-HHMMSS>.jsonl (fix_and_save).
+CLEANED_MARK = "-clean-"
+
+
+def cleaned_sets(folder: Path | None = None) -> list[Path]:
+    """The cleaned sets fix_and_save wrote into `folder` (the studio's datasets folder), newest first: what a
+    reloaded page offers the Train tab."""
+    folder = Path(folder or DATASETS_DIR)
+    try:
+        found = [(path.stat().st_mtime_ns, path) for path in folder.glob(f"*{CLEANED_MARK}*.jsonl") if path.is_file()]
+    except OSError:  # no folder yet, or one that cannot be read: nothing cleaned to offer
+        return []
+    return [path for _, path in sorted(found, key=lambda item: (item[0], item[1].name), reverse=True)]
+
+
 def fix_and_save(report: Report, fixes: set[str], *, style: str = DEFAULT_EXPORT_STYLE, max_length: int | None = None,
                  folder: Path | None = None) -> tuple[FixResult, Path]:
     """Apply fixes, then write the cleaned set as JSONL next to the studio's other datasets."""
@@ -145,6 +179,6 @@ def fix_and_save(report: Report, fixes: set[str], *, style: str = DEFAULT_EXPORT
     folder = Path(folder or DATASETS_DIR)
     folder.mkdir(parents=True, exist_ok=True)
     stem = Path(report.dataset.source).stem.replace(":", "-").replace("/", "-") or "dataset"
-    path = folder / f"{stem}-clean-{time.strftime('%Y%m%d-%H%M%S')}.jsonl"
+    path = folder / f"{stem}{CLEANED_MARK}{time.strftime('%Y%m%d-%H%M%S')}.jsonl"
     write_export(result, path, style)
     return result, path

@@ -12,8 +12,16 @@ from studio.data.mapping import FORMAT_DESCRIPTIONS
 from studio.data.template import split_reasoning
 
 SUMMARY_COLUMNS = ["code", "severity", "rows", "why it matters"]
-PROBLEM_COLUMNS = ["row", "code", "severity", "excerpt", "what to do"]
+# What to do comes right after the code: on a phone's width the columns after it are the ones that wrap most.
+PROBLEM_COLUMNS = ["row", "code", "what to do", "excerpt", "severity"]
+# Shares of the table's width (the Dataframe sizes % columns from its own width): every column on screen from a
+# phone's 390 px to a desktop's, the long texts wrapping inside theirs.
+SUMMARY_WIDTHS = ["29%", "19%", "12%", "40%"]
+PROBLEM_WIDTHS = ["11%", "20%", "35%", "17%", "17%"]
 HISTOGRAM_COLUMNS = ["tokens", "rows", "fits"]
+HISTOGRAM_BINS = 15  # at most 16 bins: their labels, upright, stay apart down to a phone's width
+WITHIN, OVER = "within max_length", "over max_length"
+HISTOGRAM_COLORS = {WITHIN: "#6366f1", OVER: "#f97316"}
 ALL_CODES = "all codes"
 
 
@@ -40,7 +48,9 @@ def overview_markdown(report: Report) -> str:
         lines.append(
             f"**Tokens** (as training will feed them): p50 {lengths['p50']:,} · p90 {lengths['p90']:,} · "
             f"p99 {lengths['p99']:,} · max {lengths['max']:,} · over max_length {lengths['max_length']:,}: "
-            f"{lengths['over_max_length']:,}")
+            f"{lengths['over_max_length']:,}"
+            + (f" ({lengths['cut_before_answer']:,} cut before the answer: the default fixes drop them)"
+               if lengths.get("cut_before_answer") else ""))
     if lengths and lengths.get("tokenizer"):
         lines.append(f"**Measured with:** {_escape(lengths['tokenizer'])} — "
                      + ("exact counts" if lengths.get("exact") else "an estimate: another vocabulary measured")
@@ -87,22 +97,60 @@ def _excerpt(report: Report, row: int, width: int = 80) -> str:
 def problem_frame(report: Report, code: str | None = None, limit: int = 2000) -> pd.DataFrame:
     """One line per issue (filtered to a code), capped so a huge file keeps the page responsive."""
     issues = [issue for issue in report.issues if not code or code == ALL_CODES or issue.code == code]
-    rows = [[issue.row, issue.code, issue.severity, _excerpt(report, issue.row), issue.message]
+    rows = [[issue.row, issue.code, issue.message, _excerpt(report, issue.row), issue.severity]
             for issue in issues[:limit]]
     return pd.DataFrame(rows, columns=PROBLEM_COLUMNS)
 
 
-def histogram_frame(report: Report) -> pd.DataFrame:
-    summary = report.lengths.summary() if report.lengths else {}
-    if "histogram" not in summary:  # no lengths measured, or no row without errors to measure
-        return pd.DataFrame({"tokens": pd.Series(dtype=str), "rows": pd.Series(dtype=int),
-                             "fits": pd.Series(dtype=str)})
-    histogram = summary["histogram"]
-    edges, counts = histogram["edges"], histogram["counts"]
+def bin_width(span: float, bins: int = HISTOGRAM_BINS) -> int:
+    """The smallest round width (1, 2 or 5 times a power of ten) that covers `span` tokens in `bins` bins."""
+    target = max(1.0, span / bins)
+    scale = 1
+    while True:
+        for step in (1, 2, 5):
+            if step * scale >= target:
+                return step * scale
+        scale *= 10
+
+
+def histogram_frame(report: Report) -> tuple[pd.DataFrame, int]:
+    """The measured lengths in bins of a round width from the shortest row to the longest (a 192-token set is
+    not one thin bar at the left of a 4,096-token axis), and the bin width. Each bin's rows are split into those
+    within max_length and those over it, so the bin that holds max_length shows where it falls."""
+    import numpy as np
+
+    values = report.lengths.lengths.array() if report.lengths else np.zeros(0, np.int64)
+    if not len(values):  # no lengths measured, or no row without errors to measure
+        return pd.DataFrame({"tokens": pd.Series(dtype=int), "rows": pd.Series(dtype=int),
+                             "fits": pd.Series(dtype=str)}), 1
+    low, high = int(values.min()), int(values.max())
+    width = bin_width(high - low + 1)
+    start = low // width * width
+    bins = (values - start) // width
+    over = values > report.lengths.max_length
+    columns: dict[str, list] = {"tokens": [], "rows": [], "fits": []}
+    for fits, chosen in ((WITHIN, ~over), (OVER, over)):
+        counts = np.bincount(bins[chosen])
+        for index in np.flatnonzero(counts):
+            columns["tokens"].append(start + int(index) * width)
+            columns["rows"].append(int(counts[index]))
+            columns["fits"].append(fits)
+    return pd.DataFrame(columns), width
+
+
+def histogram_label(report: Report) -> str:
+    """The histogram's title: where max_length is, and how many rows it cuts."""
+    if not report.lengths:
+        return "Token lengths (training text)"
     limit = report.lengths.max_length
-    labels = [f"{edges[i]:,}–{edges[i + 1]:,}" for i in range(len(counts))]
-    fits = ["within max_length" if edges[i + 1] <= limit else "over max_length" for i in range(len(counts))]
-    return pd.DataFrame({"tokens": labels, "rows": counts, "fits": fits})
+    values = report.lengths.lengths.array()
+    if not len(values):
+        return f"Token lengths (training text) — max_length {limit:,}: no row without errors to measure"
+    over = int((values > limit).sum())
+    if not over:
+        return f"Token lengths (training text) — max_length {limit:,}: every row fits"
+    return (f"Token lengths (training text) — max_length {limit:,}: {over:,} row{'s' if over != 1 else ''} over it "
+            "(orange)")
 
 
 def row_preview_markdown(report: Report, row: int) -> str:

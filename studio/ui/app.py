@@ -8,7 +8,7 @@ from starlette.middleware import Middleware
 from studio import spaces
 from studio.config import DATASETS_DIR, SAMPLES_DIR, SESSION_CAPACITY, STUDIO_HOME
 from studio.ui import chat_tab, data_tab, train_tab
-from studio.ui.layout import CSS, THEME, header, space_banner
+from studio.ui.layout import CSS, THEME, by_elem_id, header, space_banner
 
 
 def build_app() -> gr.Blocks:
@@ -19,11 +19,13 @@ def build_app() -> gr.Blocks:
         cleaned_dataset = gr.State(None)  # {path, mapping}: the Data tab's cleaned or mapped set, for the Train tab
         with gr.Tabs(elem_id="studio-tabs"):
             with gr.Tab("1. Data", id="data", elem_id="tab-data"):
-                data_tab.build(cleaned_dataset)
+                length_boxes = data_tab.build(app, cleaned_dataset)
             with gr.Tab("2. Train", id="train", elem_id="tab-train"):
-                train_tab.build(app, cleaned_dataset)
+                chat_link = train_tab.build(app, cleaned_dataset)
             with gr.Tab("3. Chat", id="chat", elem_id="tab-chat") as chat:
                 chat_tab.build(app, chat)
+        data_tab.follow_training(length_boxes, by_elem_id(app, "train-model"), by_elem_id(app, "train-max-length"))
+        train_tab.link_to_chat(app, *chat_link)
         app.unload(data_tab.forget_session)  # a closed tab frees its report at once
     app.queue()  # streaming, progress and one-at-a-time GPU work all need the queue
     return app

@@ -39,6 +39,21 @@ CSS = """
 .studio-progress-bar { height: 100%; background: var(--primary-500); transition: width 0.5s; }
 .studio-progress-text { font-size: 0.9em; margin-top: 4px; }
 @media (max-width: 800px) { .studio-steps { grid-template-columns: 1fr; } }
+/* From a phone's 390 px to a desktop's width. A box of sentences keeps room for them: its row wraps instead of
+   squeezing it to a word a line (Gradio lets a row's children shrink to 160 px). */
+#train-estimate, #train-cache { min-width: min(100%, 320px) !important; }
+#chat-adapter { min-width: min(100%, 300px) !important; }  /* a run's name is long: it shows whole */
+/* Buttons keep a button's height: in a row of equal height Gradio stretches them to the tallest neighbour. */
+#train-start, #train-stop { flex-grow: 0 !important; }
+.column:has(> #train-start) { justify-content: center; }
+#train-clear-cache { align-self: center; }
+/* The Data tab's tables size their columns as shares of their width: a long code or word breaks inside its
+   column instead of pushing the others off-screen. */
+.studio-table .body-cell .cell-wrap { overflow-wrap: anywhere; }
+@media (max-width: 640px) {
+  .studio-table .cell-wrap, .studio-table .header-cell { font-size: 12px !important; font-family: var(--font);
+                                                         padding: 4px 3px !important; }
+}
 """
 
 HEADER = """# 🧠 R1 LoRA Studio
@@ -78,9 +93,12 @@ UNEXPECTED_FIX = ("What to do: check the settings and try again; if it keeps hap
                   "studio has the details.")
 
 
-def as_toast(error: Exception) -> gr.Error:
-    """A gr.Error for any exception: the message, never a traceback (that goes to the server log).
+def as_toast(error: Exception, handler: str = "a studio handler") -> gr.Error:
+    """A gr.Error for any exception: the message, never a traceback on the page.
 
+    In the terminal an expected error (a gr.Error a handler raised, or one of USER_ERRORS) is one line naming the
+    handler: it is the user's to fix, and a traceback would bury the ones that are not. An unexpected error is
+    logged with its traceback, once (Gradio is told not to print it again).
     On a shared server (spaces.multiuser) the message carries no server paths: each is cut to its last part.
     """
     if isinstance(error, gr.Error):
@@ -88,12 +106,15 @@ def as_toast(error: Exception) -> gr.Error:
     elif isinstance(error, USER_ERRORS):
         toast = gr.Error(str(error), duration=None)
     else:
-        log.exception("unexpected error in a studio handler")
+        log.exception("unexpected error in %s", handler)
         text = str(error).strip().splitlines()[0][:300] if str(error).strip() else ""
         cause = f"{type(error).__name__}: {text}" if text else type(error).__name__
         toast = gr.Error(f"Something went wrong ({cause}). {UNEXPECTED_FIX}", duration=None)
     if spaces.multiuser():
         toast.message = spaces.scrub_paths(str(toast.message))
+    if isinstance(error, (gr.Error, *USER_ERRORS)):
+        log.warning("%s: %s", handler, " ".join(str(toast.message).split()))
+    toast.print_exception = False
     return toast
 
 
@@ -119,7 +140,7 @@ def user_errors(function):
             try:
                 yield from function(*args, **kwargs)
             except Exception as error:
-                raise as_toast(error) from None
+                raise as_toast(error, function.__name__) from None
 
         streaming.user_errors = True
         return streaming
@@ -129,10 +150,19 @@ def user_errors(function):
         try:
             return function(*args, **kwargs)
         except Exception as error:
-            raise as_toast(error) from None
+            raise as_toast(error, function.__name__) from None
 
     wrapper.user_errors = True
     return wrapper
+
+
+def by_elem_id(blocks: gr.Blocks, elem_id: str) -> gr.components.Component:
+    """The one component of `blocks` with this elem_id: how the page wires one tab's widget to another's when
+    each tab builds its own."""
+    found = [block for block in blocks.blocks.values() if getattr(block, "elem_id", None) == elem_id]
+    if len(found) != 1:
+        raise LookupError(f"the page has {len(found)} components with elem_id {elem_id!r}, not one")
+    return found[0]
 
 
 def core_progress(progress: gr.Progress):
