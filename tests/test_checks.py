@@ -150,13 +150,18 @@ def test_tags_that_would_be_trained_as_text_are_errors():
         assert CODES[code].severity == WARNING, code
 
 
-def test_truncated_says_where_the_cut_falls(tmp_path, demo_tokenizer):
+def check_cut_rows(tmp_path, demo_tokenizer):
+    """Three rows checked at max_length 256: row 1 cut inside its reasoning, row 2 inside its answer, row 3 whole."""
     long_reasoning = "<think>\n" + "2 + 2 = 4. " * 400 + "\n</think>\n\nThe answer is 4."
     long_answer = "<think>\nshort\n</think>\n\n" + "The answer is 4. " * 400
     path = tmp_path / "long.jsonl"
     path.write_text("\n".join(json.dumps(row) for row in [single(reply=long_reasoning),
                                                            single(reply=long_answer), single()]))
-    report = check_dataset(load_dataset(str(path)), tokenizer=demo_tokenizer, max_length=256)
+    return check_dataset(load_dataset(str(path)), tokenizer=demo_tokenizer, max_length=256)
+
+
+def test_truncated_says_where_the_cut_falls(tmp_path, demo_tokenizer):
+    report = check_cut_rows(tmp_path, demo_tokenizer)
     truncated = {issue.row: issue.message for issue in report.issues if issue.code == "truncated"}
     assert set(truncated) == {1, 2}
     assert "inside the reasoning" in truncated[1] and "inside the answer" in truncated[2]
@@ -311,12 +316,7 @@ def test_export_round_trips(tmp_path, style):
 
 
 def test_the_cut_before_the_answer_is_dropped_and_the_cut_answer_kept(tmp_path, demo_tokenizer):
-    long_reasoning = "<think>\n" + "2 + 2 = 4. " * 400 + "\n</think>\n\nThe answer is 4."
-    long_answer = "<think>\nshort\n</think>\n\n" + "The answer is 4. " * 400
-    path = tmp_path / "long.jsonl"
-    path.write_text("\n".join(json.dumps(row) for row in [single(reply=long_reasoning),
-                                                           single(reply=long_answer), single()]))
-    report = check_dataset(load_dataset(str(path)), tokenizer=demo_tokenizer, max_length=256)
+    report = check_cut_rows(tmp_path, demo_tokenizer)
     assert report.lengths.cut_before_answer() == {1}
     assert report.lengths.summary()["cut_before_answer"] == 1
     result = apply_fixes(report, {"drop_cut_reasoning"}, tokenizer=demo_tokenizer, max_length=256)
