@@ -44,7 +44,8 @@ CSS = """
 #train-estimate, #train-cache { min-width: min(100%, 320px) !important; }
 #chat-adapter { min-width: min(100%, 300px) !important; }  /* a run's name is long: it shows whole */
 /* Buttons keep a button's height: in a row of equal height Gradio stretches them to the tallest neighbour. */
-#train-start, #train-stop { flex-grow: 0 !important; }
+#train-start, #train-stop, #train-open-chat { flex-grow: 0 !important; }
+#train-open-chat { align-self: flex-start; }
 .column:has(> #train-start) { justify-content: center; }
 #train-clear-cache { align-self: center; }
 /* The Data tab's tables size their columns as shares of their width: a long code or word breaks inside its

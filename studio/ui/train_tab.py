@@ -437,7 +437,7 @@ def build(app: gr.Blocks, cleaned_dataset: gr.State) -> tuple[gr.Button, gr.Stat
         with gr.Column(scale=0, min_width=260):
             start_button = gr.Button("▶ Start", variant="primary", elem_id="train-start")
             stop_button = gr.Button("■ Stop", variant="stop", interactive=False, elem_id="train-stop")
-    with gr.Row(equal_height=True):
+    with gr.Row():  # not equal heights: the button keeps its own beside a status of many lines
         status = gr.Markdown(trainview.status_markdown({}, None), elem_id="train-status")
         chat_button = gr.Button("💬 Chat with this run", visible=False, scale=0, min_width=220,
                                 elem_id="train-open-chat")
