@@ -74,10 +74,6 @@ class DecodeSlot:
     columns: torch.Tensor  # (length,): 0 .. length-1
     graph: object = None
 
-    def memory_bytes(self) -> int:
-        return sum(layer.keys.numel() * layer.keys.element_size() * 2 for layer in self.cache.layers
-                   if getattr(layer, "is_initialized", False))
-
 
 class DecodeLoop:
     """Prefill and decode for one model; `capture` (CUDA) replays each step as one graph."""
@@ -125,9 +121,6 @@ class DecodeLoop:
     def drop_slots(self, keep=()) -> None:
         """Free every slot's cache and graph but those of the (rows, length) pairs in `keep`."""
         self.slots = {key: slot for key, slot in self.slots.items() if key in keep}
-
-    def memory_bytes(self) -> int:
-        return sum(slot.memory_bytes() for slot in self.slots.values())
 
     # one step ------------------------------------------------------------------------------------
     def _step_forward(self, slot: DecodeSlot) -> torch.Tensor:

@@ -272,12 +272,6 @@ class ChatEngine:
         return {"lora": lora, "static_cache": self.static_cache,
                 "batch_buckets": list(BATCH_BUCKETS) if self.static_cache else None}
 
-    def memory_bytes(self) -> int:
-        """GPU memory the engine holds (its model, adapter and the compiled step's buffers); 0 on CPU."""
-        import torch
-
-        return torch.cuda.memory_allocated() if self.model is not None and torch.cuda.is_available() else 0
-
     def give_gpu_to_training(self) -> None:
         """Free the engine's GPU memory (its model, adapter, cache and compiled step) for a training run; ModelBusy
         while it is answering. Nothing to do on CPU, where training and chat share the machine's memory."""

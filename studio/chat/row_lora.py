@@ -115,10 +115,6 @@ class RowLoRA:
         values[: len(with_lora)] = torch.tensor([1.0 if flag else 0.0 for flag in with_lora])
         self.row_mask.copy_(values)  # in place: the compiled step reads this very tensor
 
-    def memory_bytes(self) -> int:
-        return sum(layer.lora_a.numel() * layer.lora_a.element_size() + layer.lora_b.numel()
-                   * layer.lora_b.element_size() for layer in self.layers)
-
 
 def _read_weights(adapter_dir: Path) -> dict[str, torch.Tensor]:
     safetensors = adapter_dir / "adapter_model.safetensors"
